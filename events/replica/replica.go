@@ -1,0 +1,80 @@
+// Package replica keeps a service's copy of the users it authorizes, fed by the USERS stream.
+//
+// The replica lives in the service's own database (tables replica_users, replica_state and
+// replica_dead_letters, created by Migrate). A durable pull consumer applies events in batches,
+// one Postgres transaction per batch, and acks only after the commit. An event changes a row
+// only when its version is newer than the row's, so duplicates, redeliveries, reordering and
+// replays converge. Undecodable or invalid events are terminated and recorded as dead letters with
+// their stream sequence and the reason; transient database errors are retried with a delay.
+//
+// User answers who a token's subject is. When the replica lacks the user, or holds an older
+// version than the token was issued at, it waits (bounded by Config.Wait) to be woken by the
+// NOTIFY that every apply transaction sends, so any instance of the service sees an apply made by
+// any other; then it gives up with ErrLagging. While a dead letter names a user, that user is known
+// to be stale and User answers ErrStale: fail closed for that one user.
+package replica
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors of User.
+var (
+	// ErrLagging means the replica did not reach the requested version within the wait.
+	ErrLagging = errors.New("replica lagging")
+	// ErrStale means an event of the user could not be applied and sits in dead letters.
+	ErrStale = errors.New("replica stale for user")
+)
+
+// DefaultWait is how long User waits for the replica to catch up.
+const DefaultWait = 2 * time.Second
+
+// Config configures a Replica.
+type Config struct {
+	Pool    *pgxpool.Pool
+	JS      jetstream.JetStream
+	Durable string // the durable consumer's name: the service's name ("blog", "shop")
+	Log     *slog.Logger
+	// Wait bounds how long User waits for the replica to catch up; DefaultWait when zero.
+	Wait time.Duration
+	// Metrics, when set, receives the replica's metrics (events applied, skipped, dead-lettered,
+	// lag, waits).
+	Metrics prometheus.Registerer
+}
+
+// Replica is a service's user replica.
+type Replica struct {
+	cfg Config
+}
+
+// Migrate creates or updates the replica's tables in the service's database.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	panic("TODO")
+}
+
+// New returns a replica; it creates the durable consumer if absent. Call Run to start applying.
+func New(ctx context.Context, cfg Config) (*Replica, error) {
+	panic("TODO")
+}
+
+// Run applies events until ctx is done, then finishes the batch in hand and returns nil. It also
+// runs the listener that wakes the callers waiting in User. It returns an error only if it cannot
+// go on (it rides out outages of NATS and Postgres by retrying).
+func (r *Replica) Run(ctx context.Context) error {
+	panic("TODO")
+}
+
+// User returns the replica's state of user id, waiting for it to reach minVersion as the package
+// doc says. It returns ErrLagging or ErrStale as described there, or ctx's error.
+func (r *Replica) User(ctx context.Context, id uuid.UUID, minVersion int64) (events.User, error) {
+	panic("TODO")
+}

@@ -1,0 +1,86 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/authmesh/events/auth"
+	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/replica"
+	"github.com/authmesh/events/web"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultIssuer is TOKEN_ISSUER when unset.
+const DefaultIssuer = "account"
+
+// Replicated is a service that authorizes from its own user replica (blog, shop): Base, plus the
+// replica fed by the USERS stream, the public keys watched in the key-value bucket, and the
+// authenticator built on both.
+type Replicated struct {
+	*Base
+	Replica *replica.Replica
+	Keys    *auth.KeySet
+	Auth    *auth.Authenticator
+	kv      jetstream.KeyValue
+}
+
+// OpenReplicated opens Base, migrates the replica's tables, declares the USERS stream, the
+// service's durable consumer and the key bucket, and builds the authenticator for audience
+// cfg.Name and the issuer TOKEN_ISSUER read through getenv (DefaultIssuer when unset).
+func OpenReplicated(ctx context.Context, cfg Config, getenv func(string) string, base *Base) (*Replicated, error) {
+	issuer := strings.TrimSpace(getenv("TOKEN_ISSUER"))
+	if issuer == "" {
+		issuer = DefaultIssuer
+	}
+	if err := replica.Migrate(ctx, base.Pool); err != nil {
+		return nil, fmt.Errorf("migrate replica: %w", err)
+	}
+	if _, err := bus.EnsureStream(ctx, base.JS); err != nil {
+		return nil, err
+	}
+	kv, err := bus.EnsureKeyBucket(ctx, base.JS)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := replica.New(ctx, replica.Config{
+		Pool:    base.Pool,
+		JS:      base.JS,
+		Durable: cfg.Name,
+		Log:     base.Log,
+		Metrics: base.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	keys, err := auth.NewKeySet(nil)
+	if err != nil {
+		return nil, err
+	}
+	v := &auth.Verifier{Keys: keys, Issuer: issuer, Audience: cfg.Name}
+	return &Replicated{
+		Base:    base,
+		Replica: rep,
+		Keys:    keys,
+		Auth:    auth.New(v, rep, base.Log),
+		kv:      kv,
+	}, nil
+}
+
+// Serve serves mux as Base.Serve does, with the replica's consumer and the key watch running
+// beside it; /readyz also requires at least one public key.
+func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux) error {
+	checks := map[string]web.Check{
+		"keys": func(context.Context) error {
+			if r.Keys.Len() == 0 {
+				return errors.New("no public keys yet")
+			}
+			return nil
+		},
+	}
+	watch := func(ctx context.Context) error { return r.Keys.Watch(ctx, r.kv, r.Log) }
+	return r.Base.Serve(ctx, mux, checks, r.Replica.Run, watch)
+}

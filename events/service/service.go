@@ -1,0 +1,246 @@
+// Package service is the start-up and shutdown every service shares: configuration from the
+// environment, the logger, the Postgres pool, the NATS connection, the metrics registry, and a
+// Serve that runs the HTTP server beside the service's background loops and stops them in order.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/web"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Config is what every service reads from the environment.
+type Config struct {
+	Name        string // the service's name: "account", "blog", "shop"
+	HTTPAddr    string // HTTP_ADDR
+	DatabaseURL string // DATABASE_URL
+	NATSURL     string // NATS_URL
+	LogLevel    string // LOG_LEVEL: debug, info, warn or error
+}
+
+// DefaultNATSURL is NATS_URL when unset.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// LoadConfig reads HTTP_ADDR, DATABASE_URL, NATS_URL and LOG_LEVEL through getenv, falling back
+// to the values in defaults (and DefaultNATSURL, and "info").
+func LoadConfig(getenv func(string) string, defaults Config) (Config, error) {
+	cfg := defaults
+	set := func(dst *string, key string) {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.HTTPAddr, "HTTP_ADDR")
+	set(&cfg.DatabaseURL, "DATABASE_URL")
+	set(&cfg.NATSURL, "NATS_URL")
+	set(&cfg.LogLevel, "LOG_LEVEL")
+	if cfg.NATSURL == "" {
+		cfg.NATSURL = DefaultNATSURL
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	var missing []string
+	if cfg.HTTPAddr == "" {
+		missing = append(missing, "HTTP_ADDR")
+	}
+	if cfg.DatabaseURL == "" {
+		missing = append(missing, "DATABASE_URL")
+	}
+	if len(missing) > 0 {
+		return Config{}, fmt.Errorf("missing configuration: %s", strings.Join(missing, ", "))
+	}
+	if _, err := parseLevel(cfg.LogLevel); err != nil {
+		return Config{}, err
+	}
+	if _, err := pgxpool.ParseConfig(cfg.DatabaseURL); err != nil {
+		return Config{}, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return cfg, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// NewLogger returns a JSON logger writing to w at the given level.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	l, err := parseLevel(level)
+	if err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// OpenDB opens a pool on url with the session limits every service uses (statement_timeout 5 s,
+// lock_timeout 2 s, idle_in_transaction_session_timeout 10 s), and checks that the database answers
+// within 10 seconds.
+func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	rp := cfg.ConnConfig.RuntimeParams
+	for k, v := range map[string]string{
+		"statement_timeout":                   "5s",
+		"lock_timeout":                        "2s",
+		"idle_in_transaction_session_timeout": "10s",
+	} {
+		if _, ok := rp[k]; !ok {
+			rp[k] = v
+		}
+	}
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database %s unreachable: %w", redact(url), err)
+	}
+	return pool, nil
+}
+
+// redact hides the password of a database URL.
+func redact(url string) string {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	c := cfg.ConnConfig
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// Base is what every service opens at start. Close releases it.
+type Base struct {
+	Config  Config
+	Log     *slog.Logger
+	Pool    *pgxpool.Pool
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Metrics *prometheus.Registry
+}
+
+// Open opens the database and NATS of cfg. Each must answer within 10 seconds; later outages
+// are ridden out by the loops that use them.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Base, error) {
+	pool, err := OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := bus.Connect(ctx, cfg.NATSURL, cfg.Name, 10*time.Second, log)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		pool.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Base{Config: cfg, Log: log, Pool: pool, NC: nc, JS: js, Metrics: reg}, nil
+}
+
+// Close closes NATS (flushing what is pending) and the pool.
+func (b *Base) Close() {
+	if err := b.NC.Drain(); err != nil {
+		b.NC.Close()
+	}
+	b.Pool.Close()
+}
+
+// Checks are the readiness checks of the database and NATS.
+func (b *Base) Checks() map[string]web.Check {
+	return map[string]web.Check{
+		"database": func(ctx context.Context) error { return b.Pool.Ping(ctx) },
+		"nats": func(ctx context.Context) error {
+			if !b.NC.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		},
+	}
+}
+
+// Worker is a background loop of a service: it runs until ctx is done, finishes the work in hand,
+// and returns nil; an error means it could not go on.
+type Worker func(ctx context.Context) error
+
+// Serve registers /healthz, /readyz (with checks added to Base's) and /metrics on mux, serves it on
+// HTTP_ADDR beside the workers, and returns when ctx is done or a worker fails. It stops in order:
+// the HTTP server stops accepting and finishes in-flight requests, then the workers are stopped
+// and waited for.
+func (b *Base) Serve(ctx context.Context, mux *http.ServeMux, checks map[string]web.Check, workers ...Worker) error {
+	all := b.Checks()
+	for k, v := range checks {
+		all[k] = v
+	}
+	web.HandleHealth(mux, all)
+	web.HandleMetrics(mux, b.Metrics)
+	srv := web.NewServer(b.Config.HTTPAddr, web.Handler(mux, b.Log, b.Metrics), b.Log)
+	ln, err := web.Listen(srv)
+	if err != nil {
+		return err
+	}
+
+	wctx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorkers()
+	failed := make(chan error, len(workers))
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() {
+			if err := w(wctx); err != nil {
+				failed <- err
+			}
+		})
+	}
+
+	sctx, stopServer := context.WithCancel(ctx)
+	defer stopServer()
+	werrc := make(chan error, 1)
+	go func() {
+		select {
+		case err := <-failed:
+			werrc <- err
+			stopServer()
+		case <-sctx.Done():
+			werrc <- nil
+		}
+	}()
+	b.Log.Info("serving", "service", b.Config.Name, "addr", ln.Addr().String())
+	serr := web.Serve(sctx, srv, ln)
+	stopServer()
+	werr := <-werrc
+	stopWorkers()
+	wg.Wait()
+	close(failed)
+	for err := range failed {
+		werr = errors.Join(werr, err)
+	}
+	b.Log.Info("stopped", "service", b.Config.Name)
+	return errors.Join(serr, werr)
+}
