@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -71,7 +72,7 @@ func decodeJSON(body []byte, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("the body has data after the JSON value")
 	}
-	return nil
+	return checkFieldCase(body, reflect.TypeOf(v))
 }
 
 // checkStructure walks the tokens of body and refuses duplicate object keys (encoding/json would

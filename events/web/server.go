@@ -131,9 +131,11 @@ func Handler(mux *http.ServeMux, log *slog.Logger, reg *prometheus.Registry) htt
 		}
 		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w}
-		h, pattern := mux.Handler(r)
+		// The mux itself serves a routed request: only ServeMux.ServeHTTP sets r.PathValue.
+		var h http.Handler = mux
+		_, pattern := mux.Handler(r)
 		if pattern == "" {
-			h = unrouted(h)
+			h = unrouted(mux)
 			pattern = "unrouted"
 		}
 		defer func() {

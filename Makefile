@@ -1,0 +1,35 @@
+# The whole project from the repository root. `make run` starts the system, `make test` runs
+# every test (with gofmt and go vet). See README.md.
+
+MODULES  := events account blog shop e2e
+PKGS     := $(foreach m,$(MODULES),./$(m)/...)
+GO       ?= go
+# Build flags shared with the Dockerfiles: static binaries, no VCS stamping.
+BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
+
+.PHONY: all build run test fmt-check vet unit e2e clean
+
+all: build
+
+build:
+	$(BUILD) -o bin/ ./account/cmd/account ./blog/cmd/blog ./shop/cmd/shop
+
+# Start account, blog and shop against the local Postgres and NATS; Ctrl-C stops them.
+run: build
+	./scripts/run.sh
+
+# Every test: formatting, vet, then the tests of every module against the local Postgres (each
+# test makes its own database) and private embedded NATS servers.
+test: fmt-check vet unit
+
+fmt-check:
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+clean:
+	rm -rf bin tmp

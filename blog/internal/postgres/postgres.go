@@ -1,0 +1,213 @@
+// Package postgres stores the blog's posts in Postgres. It is the only package of the blog that
+// knows SQL. Reads join the user replica (table replica_users, owned by package replica in the
+// same database) for the author's display name.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/authmesh/blog/internal/blog"
+	"github.com/authmesh/events/migrate"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or updates the blog's own tables.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	return migrate.Apply(ctx, pool, "blog", fsys)
+}
+
+// Store reads and writes posts. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a store on pool; the caller closes the pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// postColumns are the columns of a post, from posts p joined with replica_users u.
+const postColumns = `p.id, p.author_id, COALESCE(u.display_name, '') AS author_name, p.title, p.body,
+	p.created_at, p.updated_at`
+
+type postRow struct {
+	ID         uuid.UUID `db:"id"`
+	AuthorID   uuid.UUID `db:"author_id"`
+	AuthorName string    `db:"author_name"`
+	Title      string    `db:"title"`
+	Body       string    `db:"body"`
+	CreatedAt  time.Time `db:"created_at"`
+	UpdatedAt  time.Time `db:"updated_at"`
+}
+
+func (r postRow) post() blog.Post {
+	return blog.Post{
+		ID:         r.ID,
+		AuthorID:   r.AuthorID,
+		AuthorName: r.AuthorName,
+		Title:      r.Title,
+		Body:       r.Body,
+		CreatedAt:  r.CreatedAt.UTC(),
+		UpdatedAt:  r.UpdatedAt.UTC(),
+	}
+}
+
+// collectPost returns the single post of rows, or blog.ErrNotFound.
+func collectPost(rows pgx.Rows) (blog.Post, error) {
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[postRow])
+	if err != nil {
+		return blog.Post{}, translate(err)
+	}
+	return row.post(), nil
+}
+
+// Create stores a new post by author; the draft must be valid.
+func (s *Store) Create(ctx context.Context, author uuid.UUID, d blog.Draft) (blog.Post, error) {
+	const q = `WITH p AS (
+		INSERT INTO posts (id, author_id, title, body) VALUES ($1, $2, $3, $4)
+		RETURNING *)
+	SELECT ` + postColumns + ` FROM p LEFT JOIN replica_users u ON u.id = p.author_id`
+	id, err := uuid.NewV7()
+	if err != nil {
+		return blog.Post{}, fmt.Errorf("new post id: %w", err)
+	}
+	rows, _ := s.pool.Query(ctx, q, id, author, d.Title, d.Body)
+	p, err := collectPost(rows)
+	if err != nil {
+		return blog.Post{}, fmt.Errorf("insert post: %w", err)
+	}
+	return p, nil
+}
+
+// Post returns the post with the given id, or blog.ErrNotFound.
+func (s *Store) Post(ctx context.Context, id uuid.UUID) (blog.Post, error) {
+	const q = `SELECT ` + postColumns + `
+	FROM posts p LEFT JOIN replica_users u ON u.id = p.author_id
+	WHERE p.id = $1`
+	rows, _ := s.pool.Query(ctx, q, id)
+	p, err := collectPost(rows)
+	if err != nil {
+		return blog.Post{}, fmt.Errorf("get post %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// Update applies a valid patch to the post with the given id and returns the result, or
+// blog.ErrNotFound. Only the fields the patch sets are written, so concurrent patches of
+// different fields both take effect.
+func (s *Store) Update(ctx context.Context, id uuid.UUID, patch blog.Patch) (blog.Post, error) {
+	const q = `WITH p AS (
+		UPDATE posts SET title = COALESCE($2, title), body = COALESCE($3, body), updated_at = now()
+		WHERE id = $1
+		RETURNING *)
+	SELECT ` + postColumns + ` FROM p LEFT JOIN replica_users u ON u.id = p.author_id`
+	rows, _ := s.pool.Query(ctx, q, id, patch.Title, patch.Body)
+	p, err := collectPost(rows)
+	if err != nil {
+		return blog.Post{}, fmt.Errorf("update post %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// Delete removes the post with the given id, or returns blog.ErrNotFound.
+func (s *Store) Delete(ctx context.Context, id uuid.UUID) error {
+	const q = `DELETE FROM posts WHERE id = $1`
+	tag, err := s.pool.Exec(ctx, q, id)
+	if err != nil {
+		return fmt.Errorf("delete post %s: %w", id, translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("delete post %s: %w", id, blog.ErrNotFound)
+	}
+	return nil
+}
+
+// List returns one page of posts, newest first (created_at, then id, descending).
+func (s *Store) List(ctx context.Context, query blog.Query) (blog.Page, error) {
+	// The conditions are added only when used, so that each shape of the query gets a plan that
+	// uses its index (a generic plan of "$1 IS NULL OR author_id = $1" could not).
+	const q = `SELECT ` + postColumns + `
+	FROM posts p LEFT JOIN replica_users u ON u.id = p.author_id
+	WHERE true`
+	if query.Limit < 1 {
+		return blog.Page{}, fmt.Errorf("list posts: limit %d below 1", query.Limit)
+	}
+	sql, args := q, []any{}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if query.AuthorID != uuid.Nil {
+		sql += ` AND p.author_id = ` + arg(query.AuthorID)
+	}
+	if k := query.After; k != nil {
+		sql += ` AND (p.created_at, p.id) < (` + arg(k.CreatedAt) + `, ` + arg(k.ID) + `)`
+	}
+	// One row more than the page tells whether another page follows.
+	sql += ` ORDER BY p.created_at DESC, p.id DESC LIMIT ` + arg(query.Limit+1)
+
+	rows, _ := s.pool.Query(ctx, sql, args...)
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[postRow])
+	if err != nil {
+		return blog.Page{}, fmt.Errorf("list posts: %w", translate(err))
+	}
+	n := min(len(list), query.Limit)
+	page := blog.Page{Posts: make([]blog.Post, n)}
+	for i, r := range list[:n] {
+		page.Posts[i] = r.post()
+	}
+	if len(list) > n {
+		next := page.Posts[n-1].Key()
+		page.Next = &next
+	}
+	return page, nil
+}
+
+// translate turns the errors of pgx that mean something to the caller into the blog's sentinels.
+func translate(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return blog.ErrNotFound
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", blog.ErrUnavailable, err)
+	}
+	return err
+}
+
+// unavailable reports whether err means the database cannot serve right now (down, overloaded,
+// or too slow), as opposed to a bug.
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return true
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if e, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch {
+		case strings.HasPrefix(e.Code, "08"), // connection exception
+			strings.HasPrefix(e.Code, "53"), // insufficient resources
+			e.Code == "57P01",               // admin shutdown
+			e.Code == "57P03",               // cannot connect now
+			e.Code == "57014",               // query canceled: statement_timeout
+			e.Code == "55P03":               // lock not available: lock_timeout
+			return true
+		}
+	}
+	return false
+}

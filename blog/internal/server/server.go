@@ -1,0 +1,178 @@
+// Package server is the blog's HTTP API: routes, handlers, and the mapping of the blog's errors
+// to the contract's problem details. It is the only package of the blog that knows HTTP.
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/authmesh/blog/internal/blog"
+	"github.com/authmesh/blog/internal/postgres"
+	"github.com/authmesh/events/web"
+	"github.com/google/uuid"
+)
+
+// Authenticator guards the routes that need a user: Require lets through only requests of an
+// active user and puts the user in the request context for auth.UserFrom. *auth.Authenticator
+// is one.
+type Authenticator interface {
+	Require(h http.Handler) http.Handler
+}
+
+// New returns a mux serving the blog's API. The caller adds health, metrics and the global
+// middleware (service.Replicated.Serve does).
+func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.ServeMux {
+	mux := http.NewServeMux()
+	addRoutes(mux, log, store, authn)
+	return mux
+}
+
+// Page sizes of lists.
+const (
+	defaultLimit = 20
+	maxLimit     = 100
+)
+
+// post is the JSON of a post.
+type post struct {
+	ID         uuid.UUID `json:"id"`
+	AuthorID   uuid.UUID `json:"author_id"`
+	AuthorName string    `json:"author_name"`
+	Title      string    `json:"title"`
+	Body       string    `json:"body"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+func toJSON(p blog.Post) post {
+	return post{
+		ID:         p.ID,
+		AuthorID:   p.AuthorID,
+		AuthorName: p.AuthorName,
+		Title:      p.Title,
+		Body:       p.Body,
+		CreatedAt:  p.CreatedAt.UTC(),
+		UpdatedAt:  p.UpdatedAt.UTC(),
+	}
+}
+
+// postID reads the {id} of the path; a malformed id names no post, so it is a 404.
+func postID(r *http.Request) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return uuid.Nil, blog.ErrNotFound
+	}
+	return id, nil
+}
+
+// pageQuery reads ?author_id=, ?limit= and ?cursor=; anything malformed is a 400.
+func pageQuery(r *http.Request) (blog.Query, error) {
+	v := r.URL.Query()
+	q := blog.Query{Limit: defaultLimit}
+	if s := v.Get("author_id"); s != "" {
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return blog.Query{}, web.BadRequest("author_id must be a UUID")
+		}
+		q.AuthorID = id
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			return blog.Query{}, web.BadRequest(fmt.Sprintf("limit must be an integer from 1 to %d", maxLimit))
+		}
+		q.Limit = n
+	}
+	if s := v.Get("cursor"); s != "" {
+		k, err := parseCursor(s)
+		if err != nil {
+			return blog.Query{}, web.BadRequest("cursor is not one this server gave")
+		}
+		q.After = &k
+	}
+	return q, nil
+}
+
+// A cursor is the base64url (unpadded) of the sort key of the last post of a page:
+// "<created_at RFC 3339 with nanoseconds> <id>". Clients treat it as opaque.
+
+func formatCursor(k blog.Key) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(k.CreatedAt.UTC().Format(time.RFC3339Nano) + " " + k.ID.String()))
+}
+
+func parseCursor(s string) (blog.Key, error) {
+	if len(s) > 128 {
+		return blog.Key{}, errors.New("cursor too long")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return blog.Key{}, err
+	}
+	ts, id, ok := strings.Cut(string(b), " ")
+	if !ok {
+		return blog.Key{}, errors.New("cursor without id")
+	}
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return blog.Key{}, err
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return blog.Key{}, err
+	}
+	return blog.Key{CreatedAt: t, ID: u}, nil
+}
+
+// fieldErrors converts the blog's field errors to the contract's.
+func fieldErrors(err *blog.ValidationError) []web.FieldError {
+	out := make([]web.FieldError, len(err.Fields))
+	for i, f := range err.Fields {
+		out[i] = web.FieldError{Field: f.Field, Message: f.Message}
+	}
+	return out
+}
+
+// validErrors returns the field errors of a Validate result, or none.
+func validErrors(err error) []web.FieldError {
+	if v, ok := errors.AsType[*blog.ValidationError](err); ok {
+		return fieldErrors(v)
+	}
+	return nil
+}
+
+// writeError answers err as a problem: the blog's sentinels map to their statuses, anything else
+// is logged in full and answered with a generic 500.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if p, ok := errors.AsType[*web.Problem](err); ok {
+		p.Write(w)
+		return
+	}
+	if v, ok := errors.AsType[*blog.ValidationError](err); ok {
+		web.Invalid(fieldErrors(v)).Write(w)
+		return
+	}
+	switch {
+	case errors.Is(err, blog.ErrNotFound):
+		web.NotFound("no post with this id").Write(w)
+	case errors.Is(err, blog.ErrForbidden):
+		web.Forbidden("you may not do this to this post").Write(w)
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
+		log.Debug("request canceled", "method", r.Method, "path", r.URL.Path)
+		web.Unavailable("the request was canceled", time.Second).Write(w)
+	case errors.Is(err, blog.ErrUnavailable):
+		log.Warn("storage unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		web.Unavailable("the service is temporarily unavailable", 2*time.Second).Write(w)
+	default:
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path,
+			"request_id", w.Header().Get("X-Request-Id"), "err", err)
+		web.Internal().Write(w)
+	}
+}
