@@ -89,6 +89,9 @@ func checkStructure(body []byte) error {
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
+			if len(stack) > 0 {
+				return errors.New("the body is not valid JSON (it ends early)")
+			}
 			return nil
 		}
 		if err != nil {
@@ -98,8 +101,7 @@ func checkStructure(body []byte) error {
 		if len(stack) > 0 {
 			top = stack[len(stack)-1]
 		}
-		if top != nil && top.object && top.atKey {
-			key, _ := tok.(string)
+		if key, isKey := tok.(string); isKey && top != nil && top.object && top.atKey {
 			if top.keys[key] {
 				return fmt.Errorf("the body repeats the field %q", key)
 			}

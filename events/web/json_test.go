@@ -10,8 +10,9 @@ import (
 )
 
 type testReq struct {
-	Email string `json:"email"`
-	Qty   int    `json:"qty"`
+	Email string           `json:"email"`
+	Qty   int              `json:"qty"`
+	Items []map[string]int `json:"items"`
 }
 
 func (r testReq) Valid() []FieldError {
@@ -39,6 +40,9 @@ func TestDecode(t *testing.T) {
 		{name: "unknown field", body: `{"qty":1,"isAdmin":true}`, wantStatus: 400, wantCode: CodeBadRequest},
 		{name: "case variant of a field", body: `{"QTY":1}`, wantStatus: 400, wantCode: CodeBadRequest},
 		{name: "duplicate key", body: `{"qty":1,"qty":1000}`, wantStatus: 400, wantCode: CodeBadRequest},
+		{name: "array of objects", body: `{"qty":1,"items":[{"a":1},{"a":2}]}`, wantStatus: 0},
+		{name: "many objects in an array", body: `{"qty":1,"items":[` + strings.Repeat(`{"a":1},`, 100) + `{"a":1}]}`, wantStatus: 0},
+		{name: "duplicate key in an array item", body: `{"qty":1,"items":[{"a":1},{"a":2,"a":3}]}`, wantStatus: 400, wantCode: CodeBadRequest},
 		{name: "nested duplicate key", body: `{"email":"x","qty":1,"x":{"a":1,"a":2}}`, wantStatus: 400, wantCode: CodeBadRequest},
 		{name: "trailing value", body: `{"qty":1}{"qty":2}`, wantStatus: 400, wantCode: CodeBadRequest},
 		{name: "trailing garbage", body: `{"qty":1} garbage`, wantStatus: 400, wantCode: CodeBadRequest},
@@ -148,5 +152,37 @@ func TestHandlerUnroutedAndPanic(t *testing.T) {
 		if got := w.Header().Get("Allow"); got != tt.wantAllow {
 			t.Errorf("%s %s Allow = %q, want %q", tt.method, tt.path, got, tt.wantAllow)
 		}
+	}
+}
+
+func TestCheckStructure(t *testing.T) {
+	t.Parallel()
+	many := `{"items":[` + strings.Repeat(`{"a":1,"b":{"c":[]}},`, 60) + `{}]}`
+	tests := []struct {
+		name, body string
+		ok         bool
+	}{
+		{"flat", `{"a":1,"b":"x"}`, true},
+		{"empty object", `{}`, true},
+		{"empty array", `[]`, true},
+		{"objects in an array", `{"items":[{"a":1},{"a":2}]}`, true},
+		{"many objects in an array", many, true},
+		{"nested objects", `{"a":{"b":{"c":1}},"b":{"a":{}}}`, true},
+		{"same key in sibling objects", `[{"a":1},{"a":1}]`, true},
+		{"duplicate at top", `{"a":1,"a":2}`, false},
+		{"duplicate in an item", `{"items":[{"a":1},{"a":1,"a":2}]}`, false},
+		{"duplicate after a nested object", `{"a":{"x":1},"a":2}`, false},
+		{"32 levels", strings.Repeat("[", 32) + strings.Repeat("]", 32), true},
+		{"33 levels", strings.Repeat("[", 33) + strings.Repeat("]", 33), false},
+		{"malformed", `{"a":}`, false},
+		{"unterminated", `{"a":[1,2`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkStructure([]byte(tt.body))
+			if (err == nil) != tt.ok {
+				t.Errorf("checkStructure(%s) = %v, want ok %v", tt.body, err, tt.ok)
+			}
+		})
 	}
 }

@@ -1,0 +1,116 @@
+// Command shop serves the shop's catalogue and orders, authorizing callers from its own replica of
+// the users that account publishes.
+//
+// Usage:
+//
+//	shop [serve]
+//
+// Configuration comes from the environment: HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL and
+// TOKEN_ISSUER (see CONTRACT.md).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/authmesh/events/service"
+	"github.com/authmesh/shop/internal/postgres"
+	"github.com/authmesh/shop/internal/server"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "shop:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = "usage: shop [serve]"
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) > 0 && args[0] != "serve" {
+		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	}
+	if len(args) > 1 {
+		return fmt.Errorf("serve takes no arguments\n%s", usage)
+	}
+
+	cfg, err := service.LoadConfig(getenv, service.Config{
+		Name:        "shop",
+		HTTPAddr:    "127.0.0.1:8083",
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable",
+	})
+	if err != nil {
+		return err
+	}
+	log := service.NewLogger(stderr, cfg.LogLevel)
+	base, err := service.Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer base.Close()
+	if err := postgres.Migrate(ctx, base.Pool); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	svc, err := service.OpenReplicated(ctx, cfg, getenv, base)
+	if err != nil {
+		return err
+	}
+	store := postgres.New(base.Pool)
+	mux := server.New(log, store, svc.Auth)
+
+	// The pruner is owned here: it stops when Serve returns, and run waits for it.
+	pctx, stopPruner := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { pruneIdempotencyKeys(pctx, store, log) })
+	err = svc.Serve(ctx, mux)
+	stopPruner()
+	wg.Wait()
+	return err
+}
+
+// Idempotency keys are kept for keyTTL (the contract promises at least 24 hours), and pruned every
+// pruneEvery, a bounded batch at a time.
+const (
+	keyTTL     = 48 * time.Hour
+	pruneEvery = time.Hour
+	pruneBatch = 10_000
+)
+
+// pruneIdempotencyKeys deletes expired idempotency keys now and every pruneEvery until ctx is done.
+// A failure is logged and retried at the next tick.
+func pruneIdempotencyKeys(ctx context.Context, store *postgres.Store, log *slog.Logger) {
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		for {
+			n, err := store.PruneIdempotencyKeys(ctx, keyTTL, pruneBatch)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn("prune idempotency keys", "err", err)
+				}
+				break
+			}
+			if n > 0 {
+				log.Info("pruned idempotency keys", "count", n)
+			}
+			if n < pruneBatch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

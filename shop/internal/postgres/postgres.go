@@ -1,0 +1,89 @@
+// Package postgres stores the shop's products, orders and idempotency keys in Postgres. It is the
+// only package of the shop that knows SQL; it turns database errors into the sentinels of package
+// shop.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/authmesh/events/migrate"
+	"github.com/authmesh/shop/internal/shop"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate applies the shop's own migrations (not the replica's).
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	return migrate.Apply(ctx, pool, "shop", fsys)
+}
+
+// Store reads and writes the shop's tables. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	// retries counts transactions run again after a serialization failure or a deadlock.
+	retries atomic.Int64
+}
+
+// New returns a store on pool; the caller closes the pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+// maxAttempts bounds how often a transaction is tried when Postgres aborts it as a serialization
+// failure or a deadlock victim.
+const maxAttempts = 4
+
+// inTx runs fn in a transaction, again (with a short jittered pause) when Postgres aborted it with
+// 40001 or 40P01. fn must be safe to run more than once.
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, s.pool, fn)
+		if err == nil || !retryable(err) {
+			return dbError(err)
+		}
+		if attempt == maxAttempts {
+			return fmt.Errorf("%w: %d attempts: %w", shop.ErrBusy, attempt, err)
+		}
+		s.retries.Add(1)
+		pause := time.Duration(attempt)*10*time.Millisecond + rand.N(10*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// retryable reports whether err aborted a transaction that may succeed if run again.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code == "40001" || pgErr.Code == "40P01"
+}
+
+// dbError turns the errors a client could cause by contention into shop.ErrBusy, and leaves the
+// others as they are.
+func dbError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available: lock_timeout hit
+		return fmt.Errorf("%w: %w", shop.ErrBusy, err)
+	}
+	return err
+}

@@ -1,0 +1,534 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authmesh/events/pgtest"
+	"github.com/authmesh/shop/internal/shop"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	pool := pgtest.NewPool(t)
+	if err := Migrate(context.Background(), pool); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	// A second run must be a no-op.
+	if err := Migrate(context.Background(), pool); err != nil {
+		t.Fatalf("Migrate again: %v", err)
+	}
+	return New(pool)
+}
+
+func mustProduct(t *testing.T, s *Store, name string, price, stock int64) shop.Product {
+	t.Helper()
+	p, err := s.CreateProduct(context.Background(), shop.NewProduct{Name: name, PriceCents: price, Stock: stock})
+	if err != nil {
+		t.Fatalf("CreateProduct(%q): %v", name, err)
+	}
+	return p
+}
+
+func stockOf(t *testing.T, s *Store, id uuid.UUID) int64 {
+	t.Helper()
+	p, err := s.Product(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Product(%s): %v", id, err)
+	}
+	return p.Stock
+}
+
+func countRows(t *testing.T, s *Store, table string) int {
+	t.Helper()
+	var n int
+	if err := s.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatalf("count %s: %v", table, err)
+	}
+	return n
+}
+
+// respond renders an order the way a handler would, so that replays can be compared byte for byte.
+func respond(o shop.Order) (shop.Response, error) {
+	b, err := json.Marshal(o)
+	return shop.Response{Status: 201, Body: b}, err
+}
+
+func order(user uuid.UUID, items ...shop.Item) shop.NewOrder {
+	return shop.NewOrder{UserID: user, Items: items}
+}
+
+func item(p shop.Product, qty int64) shop.Item { return shop.Item{ProductID: p.ID, Quantity: qty} }
+
+func TestProducts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	p := mustProduct(t, s, "Widget", 1250, 7)
+	if p.ID == uuid.Nil || p.CreatedAt.IsZero() || !p.CreatedAt.Equal(p.UpdatedAt) || p.CreatedAt.Location() != time.UTC {
+		t.Errorf("CreateProduct = %+v, want an id and equal UTC timestamps", p)
+	}
+	got, err := s.Product(ctx, p.ID)
+	if err != nil {
+		t.Fatalf("Product: %v", err)
+	}
+	if diff := cmp.Diff(p, got); diff != "" {
+		t.Errorf("Product differs from what CreateProduct returned (-want +got):\n%s", diff)
+	}
+	if _, err := s.Product(ctx, uuid.New()); !errors.Is(err, shop.ErrNotFound) {
+		t.Errorf("Product(unknown) = %v, want ErrNotFound", err)
+	}
+
+	name, stock := "Gadget", int64(0)
+	up, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Name: &name, Stock: &stock})
+	if err != nil {
+		t.Fatalf("UpdateProduct: %v", err)
+	}
+	if up.Name != "Gadget" || up.Stock != 0 || up.PriceCents != 1250 || up.UpdatedAt.Before(p.UpdatedAt) {
+		t.Errorf("UpdateProduct = %+v, want name Gadget, stock 0, price unchanged", up)
+	}
+	same, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{})
+	if err != nil || !same.UpdatedAt.Equal(up.UpdatedAt) {
+		t.Errorf("UpdateProduct(empty) = %+v, %v; want the product unchanged", same, err)
+	}
+	if _, err := s.UpdateProduct(ctx, uuid.New(), shop.ProductPatch{Name: &name}); !errors.Is(err, shop.ErrNotFound) {
+		t.Errorf("UpdateProduct(unknown) = %v, want ErrNotFound", err)
+	}
+	neg := int64(-1)
+	if _, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Stock: &neg}); err == nil {
+		t.Errorf("UpdateProduct(stock -1) succeeded; the CHECK must refuse it")
+	}
+}
+
+func TestProductsPages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	var want []uuid.UUID
+	for i := range 5 {
+		want = append(want, mustProduct(t, s, fmt.Sprintf("p%d", i), 100, 1).ID)
+	}
+	var got []uuid.UUID
+	page := shop.Page{Limit: 2}
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatalf("more pages than expected")
+		}
+		ps, next, err := s.Products(ctx, page)
+		if err != nil {
+			t.Fatalf("Products(%+v): %v", page, err)
+		}
+		for _, p := range ps {
+			got = append(got, p.ID)
+		}
+		if next == nil {
+			break
+		}
+		page.After = next
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("products over all pages, oldest first (-want +got):\n%s", diff)
+	}
+	ps, next, err := s.Products(ctx, shop.Page{Limit: 5})
+	if err != nil || len(ps) != 5 || next != nil {
+		t.Errorf("Products(limit 5) = %d items, next %v, %v; want 5 and no next page", len(ps), next, err)
+	}
+}
+
+func TestPlaceOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	a := mustProduct(t, s, "A", 300, 10)
+	b := mustProduct(t, s, "B", 1000, 5)
+	user := uuid.New()
+
+	resp, replayed, err := s.PlaceOrder(ctx, order(user, item(b, 2), item(a, 3)), respond)
+	if err != nil || replayed {
+		t.Fatalf("PlaceOrder = %v, replayed %v", err, replayed)
+	}
+	var placed shop.Order
+	if err := json.Unmarshal(resp.Body, &placed); err != nil {
+		t.Fatal(err)
+	}
+	if resp.OrderID != placed.ID || resp.Status != 201 {
+		t.Errorf("response = %d for order %s, want 201 for %s", resp.Status, resp.OrderID, placed.ID)
+	}
+	want := shop.Order{
+		ID:     placed.ID,
+		UserID: user,
+		Items: []shop.Item{
+			{ProductID: b.ID, Quantity: 2, PriceCents: 1000},
+			{ProductID: a.ID, Quantity: 3, PriceCents: 300},
+		},
+		TotalCents: 2900,
+		Status:     shop.OrderPlaced,
+		CreatedAt:  placed.CreatedAt,
+	}
+	if diff := cmp.Diff(want, placed); diff != "" {
+		t.Errorf("placed order (-want +got):\n%s", diff)
+	}
+	if got := stockOf(t, s, a.ID); got != 7 {
+		t.Errorf("stock of A = %d, want 7", got)
+	}
+	if got := stockOf(t, s, b.ID); got != 3 {
+		t.Errorf("stock of B = %d, want 3", got)
+	}
+
+	// The order keeps the prices it was placed at.
+	price := int64(999)
+	if _, err := s.UpdateProduct(ctx, a.ID, shop.ProductPatch{PriceCents: &price}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Order(ctx, placed.ID)
+	if err != nil {
+		t.Fatalf("Order: %v", err)
+	}
+	if diff := cmp.Diff(want, stored); diff != "" {
+		t.Errorf("stored order (-want +got):\n%s", diff)
+	}
+	if _, err := s.Order(ctx, uuid.New()); !errors.Is(err, shop.ErrNotFound) {
+		t.Errorf("Order(unknown) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestPlaceOrderAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	a := mustProduct(t, s, "A", 100, 10)
+	b := mustProduct(t, s, "B", 100, 1)
+	user := uuid.New()
+
+	_, _, err := s.PlaceOrder(ctx, order(user, item(a, 5), item(b, 2)), respond)
+	oos, ok := errors.AsType[*shop.OutOfStockError](err)
+	if !ok {
+		t.Fatalf("PlaceOrder(too many B) = %v, want *OutOfStockError", err)
+	}
+	wantOOS := &shop.OutOfStockError{ProductID: b.ID, Name: "B", Requested: 2, Available: 1}
+	if diff := cmp.Diff(wantOOS, oos); diff != "" {
+		t.Errorf("OutOfStockError (-want +got):\n%s", diff)
+	}
+
+	unknown := uuid.New()
+	_, _, err = s.PlaceOrder(ctx, order(user, item(a, 1), shop.Item{ProductID: unknown, Quantity: 1}), respond)
+	up, ok := errors.AsType[*shop.UnknownProductsError](err)
+	if !ok || len(up.IDs) != 1 || up.IDs[0] != unknown {
+		t.Fatalf("PlaceOrder(unknown product) = %v, want *UnknownProductsError naming %s", err, unknown)
+	}
+
+	if got := stockOf(t, s, a.ID); got != 10 {
+		t.Errorf("stock of A = %d after failed orders, want 10 (nothing reserved)", got)
+	}
+	if n := countRows(t, s, "orders"); n != 0 {
+		t.Errorf("%d orders after failed orders, want 0", n)
+	}
+}
+
+// TestConcurrentOrdersNeverOversell races 300 orders of one unit for a stock of 100.
+func TestConcurrentOrdersNeverOversell(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	p := mustProduct(t, s, "Scarce", 100, 100)
+
+	const clients = 300
+	var (
+		wg            sync.WaitGroup
+		mu            sync.Mutex
+		placed, short int
+		others        []error
+	)
+	for range clients {
+		wg.Go(func() {
+			_, _, err := s.PlaceOrder(ctx, order(uuid.New(), item(p, 1)), respond)
+			mu.Lock()
+			defer mu.Unlock()
+			_, oos := errors.AsType[*shop.OutOfStockError](err)
+			switch {
+			case err == nil:
+				placed++
+			case oos:
+				short++
+			default:
+				others = append(others, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(others) > 0 {
+		t.Fatalf("%d orders failed otherwise than out of stock, first: %v", len(others), others[0])
+	}
+	if placed != 100 || short != clients-100 {
+		t.Errorf("placed %d, out of stock %d; want 100 and %d", placed, short, clients-100)
+	}
+	if got := stockOf(t, s, p.ID); got != 0 {
+		t.Errorf("stock = %d, want 0", got)
+	}
+	var sold int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0) FROM order_items`).Scan(&sold); err != nil {
+		t.Fatal(err)
+	}
+	if sold != 100 {
+		t.Errorf("units sold = %d, want 100", sold)
+	}
+}
+
+// TestConcurrentCrossOrders races orders of {A,B} against orders of {B,A}: locking in product id
+// order means no transaction is ever a deadlock victim, so none is retried.
+func TestConcurrentCrossOrders(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	a := mustProduct(t, s, "A", 100, 1000)
+	b := mustProduct(t, s, "B", 100, 1000)
+
+	const clients = 200
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for i := range clients {
+		items := []shop.Item{item(a, 1), item(b, 2)}
+		if i%2 == 1 {
+			items = []shop.Item{item(b, 2), item(a, 1)}
+		}
+		wg.Go(func() {
+			if _, _, err := s.PlaceOrder(ctx, order(uuid.New(), items...), respond); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d orders failed, first: %v", len(errs), errs[0])
+	}
+	if got := stockOf(t, s, a.ID); got != 1000-clients {
+		t.Errorf("stock of A = %d, want %d", got, 1000-clients)
+	}
+	if got := stockOf(t, s, b.ID); got != 1000-2*clients {
+		t.Errorf("stock of B = %d, want %d", got, 1000-2*clients)
+	}
+	if n := s.retries.Load(); n != 0 {
+		t.Errorf("%d transactions retried after a deadlock or serialization failure, want 0", n)
+	}
+}
+
+func TestIdempotentReplay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	p := mustProduct(t, s, "P", 100, 10)
+	q := mustProduct(t, s, "Q", 100, 10)
+	user, other := uuid.New(), uuid.New()
+	withKey := func(o shop.NewOrder, key, hash string) shop.NewOrder {
+		o.Idempotency = &shop.Idempotency{Key: key, RequestHash: hash}
+		return o
+	}
+
+	first, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"), respond)
+	if err != nil || replayed {
+		t.Fatalf("first PlaceOrder = %v, replayed %v", err, replayed)
+	}
+	again, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"), respond)
+	if err != nil || !replayed {
+		t.Fatalf("retry PlaceOrder = %v, replayed %v; want the stored response", err, replayed)
+	}
+	if diff := cmp.Diff(first, again); diff != "" {
+		t.Errorf("replayed response differs (-first +replay):\n%s", diff)
+	}
+	if got := stockOf(t, s, p.ID); got != 8 {
+		t.Errorf("stock = %d after a replay, want 8 (one order)", got)
+	}
+
+	_, _, err = s.PlaceOrder(ctx, withKey(order(user, item(q, 1)), "k1", "h2"), respond)
+	if !errors.Is(err, shop.ErrIdempotencyKeyReused) {
+		t.Errorf("PlaceOrder(same key, other request) = %v, want ErrIdempotencyKeyReused", err)
+	}
+	if got := stockOf(t, s, q.ID); got != 10 {
+		t.Errorf("stock of Q = %d after a reused key, want 10", got)
+	}
+
+	// Keys are per user.
+	theirs, replayed, err := s.PlaceOrder(ctx, withKey(order(other, item(p, 2)), "k1", "h1"), respond)
+	if err != nil || replayed || theirs.OrderID == first.OrderID {
+		t.Errorf("other user's PlaceOrder(same key) = %v, replayed %v, order %s; want a new order", err, replayed, theirs.OrderID)
+	}
+	if n := countRows(t, s, "orders"); n != 2 {
+		t.Errorf("%d orders, want 2", n)
+	}
+}
+
+func TestIdempotencyKeyFreeAfterFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	p := mustProduct(t, s, "P", 100, 1)
+	o := order(uuid.New(), item(p, 3))
+	o.Idempotency = &shop.Idempotency{Key: "k", RequestHash: "h"}
+
+	if _, _, err := s.PlaceOrder(ctx, o, respond); err == nil {
+		t.Fatalf("PlaceOrder(3 of 1) succeeded")
+	}
+	stock := int64(5)
+	if _, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Stock: &stock}); err != nil {
+		t.Fatal(err)
+	}
+	_, replayed, err := s.PlaceOrder(ctx, o, respond)
+	if err != nil || replayed {
+		t.Errorf("retry after restock = %v, replayed %v; want a new order (a failure stores nothing)", err, replayed)
+	}
+}
+
+// TestIdempotentConcurrent sends one key 20 times at once: one order, one body for all.
+func TestIdempotentConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	p := mustProduct(t, s, "P", 100, 100)
+	o := order(uuid.New(), item(p, 1))
+	o.Idempotency = &shop.Idempotency{Key: "same", RequestHash: "h"}
+
+	const clients = 20
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		bodies   = map[string]int{}
+		replays  int
+		failures []error
+	)
+	for range clients {
+		wg.Go(func() {
+			resp, replayed, err := s.PlaceOrder(ctx, o, respond)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failures = append(failures, err)
+				return
+			}
+			bodies[string(resp.Body)]++
+			if replayed {
+				replays++
+			}
+		})
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed, first: %v", len(failures), failures[0])
+	}
+	if len(bodies) != 1 || replays != clients-1 {
+		t.Errorf("%d distinct bodies, %d replays; want 1 and %d", len(bodies), replays, clients-1)
+	}
+	if n := countRows(t, s, "orders"); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+	if got := stockOf(t, s, p.ID); got != 99 {
+		t.Errorf("stock = %d, want 99", got)
+	}
+}
+
+func TestOrdersPages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	p := mustProduct(t, s, "P", 100, 100)
+	alice, bob := uuid.New(), uuid.New()
+	var mine, all []uuid.UUID // newest first
+	for i := range 5 {
+		user := alice
+		if i%2 == 1 {
+			user = bob
+		}
+		resp, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)), respond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append([]uuid.UUID{resp.OrderID}, all...)
+		if user == alice {
+			mine = append([]uuid.UUID{resp.OrderID}, mine...)
+		}
+	}
+	collect := func(user uuid.UUID, limit int) []uuid.UUID {
+		var ids []uuid.UUID
+		page := shop.Page{Limit: limit}
+		for range 10 {
+			os, next, err := s.Orders(ctx, user, page)
+			if err != nil {
+				t.Fatalf("Orders(%s, %+v): %v", user, page, err)
+			}
+			for _, o := range os {
+				if len(o.Items) != 1 {
+					t.Errorf("order %s has %d items, want 1", o.ID, len(o.Items))
+				}
+				ids = append(ids, o.ID)
+			}
+			if next == nil {
+				return ids
+			}
+			page.After = next
+		}
+		t.Fatalf("too many pages")
+		return nil
+	}
+	if diff := cmp.Diff(all, collect(uuid.Nil, 2)); diff != "" {
+		t.Errorf("all orders, newest first (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(mine, collect(alice, 1)); diff != "" {
+		t.Errorf("alice's orders, newest first (-want +got):\n%s", diff)
+	}
+	if got := collect(uuid.New(), 20); len(got) != 0 {
+		t.Errorf("orders of a user with none = %v, want none", got)
+	}
+}
+
+func TestPruneIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	p := mustProduct(t, s, "P", 100, 100)
+	user := uuid.New()
+	for _, key := range []string{"old1", "old2", "new"} {
+		o := order(user, item(p, 1))
+		o.Idempotency = &shop.Idempotency{Key: key, RequestHash: "h"}
+		if _, _, err := s.PlaceOrder(ctx, o, respond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '49 hours' WHERE key LIKE 'old%'`); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PruneIdempotencyKeys(ctx, 48*time.Hour, 1)
+	if err != nil || n != 1 {
+		t.Errorf("PruneIdempotencyKeys(limit 1) = %d, %v; want 1", n, err)
+	}
+	n, err = s.PruneIdempotencyKeys(ctx, 48*time.Hour, 100)
+	if err != nil || n != 1 {
+		t.Errorf("PruneIdempotencyKeys = %d, %v; want 1", n, err)
+	}
+	var keys []string
+	rows, err := s.pool.Query(ctx, `SELECT key FROM idempotency_keys`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if diff := cmp.Diff([]string{"new"}, keys); diff != "" {
+		t.Errorf("keys left (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,109 @@
+// Package server is the shop's HTTP API: the routes of CONTRACT.md over the postgres store, with
+// authentication by events/auth and authorization from the user replica.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/auth"
+	"github.com/authmesh/events/web"
+	"github.com/authmesh/shop/internal/postgres"
+	"github.com/authmesh/shop/internal/shop"
+	"github.com/google/uuid"
+)
+
+// Authenticator lets through only requests of an authenticated, active user, whom it puts in the
+// request context (auth.UserFrom), and answers the others itself. *auth.Authenticator is one.
+type Authenticator interface {
+	Require(h http.Handler) http.Handler
+}
+
+// New returns a mux serving the shop's API. The caller adds health and metrics and wraps it (see
+// service.Replicated.Serve).
+func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.ServeMux {
+	mux := http.NewServeMux()
+	addRoutes(mux, log, store, authn)
+	return mux
+}
+
+// requireAdmin lets through only users whose replica roles include admin; it must run inside
+// Authenticator.Require.
+func requireAdmin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, ok := auth.UserFrom(r.Context())
+		if !ok {
+			unauthenticated().Write(w)
+			return
+		}
+		if !u.HasRole(events.RoleAdmin) {
+			web.Forbidden("only an admin may do this").Write(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// userFrom returns the authenticated user of the request.
+func userFrom(r *http.Request) (events.User, error) {
+	u, ok := auth.UserFrom(r.Context())
+	if !ok {
+		// Only a route wired without Require gets here.
+		return events.User{}, unauthenticated()
+	}
+	return u, nil
+}
+
+func unauthenticated() *web.Problem {
+	p := web.NewProblem(http.StatusUnauthorized, web.CodeUnauthenticated, "a bearer token is required")
+	p.Authenticate = "Bearer"
+	return p
+}
+
+// pathID parses the {id} of the path; a malformed id is a 404, as for an unknown one.
+func pathID(r *http.Request, what string) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return uuid.Nil, web.NotFound(fmt.Sprintf("no such %s", what))
+	}
+	return id, nil
+}
+
+// writeError answers a failed request: problems as they are, the store's errors with their
+// status, and anything else, logged in full, as a generic 500.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var (
+		p   *web.Problem
+		oos *shop.OutOfStockError
+	)
+	switch {
+	case errors.As(err, &p):
+	case errors.Is(err, shop.ErrNotFound):
+		p = web.NotFound("no such resource")
+	case errors.As(err, &oos):
+		p = web.NewProblem(http.StatusConflict, web.CodeOutOfStock,
+			fmt.Sprintf("product %s (%q) has %d in stock, %d requested; nothing was reserved", oos.ProductID, oos.Name, oos.Available, oos.Requested))
+	case errors.Is(err, shop.ErrIdempotencyKeyReused):
+		p = web.NewProblem(http.StatusUnprocessableEntity, web.CodeIdempotencyKeyReused,
+			"the Idempotency-Key was used before with a different request")
+	case errors.Is(err, shop.ErrBusy):
+		log.Warn("request failed: database busy", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w), "err", err)
+		p = web.Unavailable("the shop is busy, retry shortly", time.Second)
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		log.Debug("request canceled", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w))
+		p = web.Unavailable("the request was canceled", time.Second)
+	default:
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w), "err", err)
+		p = web.Internal()
+	}
+	p.Write(w)
+}
+
+// requestID is the id web.Handler gave the request.
+func requestID(w http.ResponseWriter) string { return w.Header().Get("X-Request-Id") }
