@@ -13,51 +13,51 @@ package outbox
 
 import (
 	"context"
-	"log/slog"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/authmesh/events"
+	"github.com/authmesh/events/migrate"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 )
+
+// notifyChannel is the channel on which Add announces a new event to the relay.
+const notifyChannel = "outbox"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
 
 // Migrate creates or updates the outbox table in the service's database.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	panic("TODO")
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("outbox migrations: %w", err)
+	}
+	return migrate.Apply(ctx, pool, "outbox", sub)
 }
 
-// Add writes e to the outbox inside tx, the transaction of the change e records.
+// Add writes e to the outbox inside tx, the transaction of the change e records. It refuses an
+// event that fails Validate (the error wraps events.ErrInvalid): consumers could never apply it.
 func Add(ctx context.Context, tx pgx.Tx, e events.Event) error {
-	panic("TODO")
-}
-
-// RelayConfig configures a Relay.
-type RelayConfig struct {
-	Pool *pgxpool.Pool
-	JS   jetstream.JetStream
-	Log  *slog.Logger
-	// Poll is the fallback polling interval when no NOTIFY arrives; 1 s when zero.
-	Poll time.Duration
-	// Metrics, when set, receives the relay's metrics (published, pending, oldest pending age).
-	Metrics prometheus.Registerer
-}
-
-// Relay publishes the outbox to JetStream.
-type Relay struct {
-	cfg RelayConfig
-}
-
-// NewRelay returns a relay. Call Run to start it.
-func NewRelay(cfg RelayConfig) *Relay {
-	return &Relay{cfg: cfg}
-}
-
-// Run publishes pending events until ctx is done, then returns nil. It survives outages of NATS
-// and Postgres, retrying with backoff and losing nothing.
-func (r *Relay) Run(ctx context.Context) error {
-	panic("TODO")
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("add event %s to outbox: %w", e.ID, err)
+	}
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("marshal event %s: %w", e.ID, err)
+	}
+	// The NOTIFY is delivered at commit, so the relay wakes when the row is visible.
+	const insert = `WITH added AS (
+		INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3) RETURNING id)
+	SELECT pg_notify('` + notifyChannel + `', '') FROM added`
+	if _, err := tx.Exec(ctx, insert, e.ID, e.Subject(), payload); err != nil {
+		return fmt.Errorf("add event %s to outbox: %w", e.ID, err)
+	}
+	return nil
 }
 
 // Stats is what Status reports.
@@ -69,5 +69,17 @@ type Stats struct {
 
 // Status counts the outbox's pending and published events.
 func Status(ctx context.Context, pool *pgxpool.Pool) (Stats, error) {
-	panic("TODO")
+	const q = `SELECT count(*) FILTER (WHERE published_at IS NULL),
+		count(*) FILTER (WHERE published_at IS NOT NULL),
+		COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)), 0)::float8
+		FROM outbox`
+	var s Stats
+	var age float64
+	if err := pool.QueryRow(ctx, q).Scan(&s.Pending, &s.Published, &age); err != nil {
+		return Stats{}, fmt.Errorf("outbox status: %w", err)
+	}
+	s.OldestPendingAge = max(seconds(age), 0)
+	return s, nil
 }
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -16,12 +16,17 @@ package replica
 
 import (
 	"context"
+	"embed"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/authmesh/events"
-	"github.com/google/uuid"
+	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/migrate"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,30 +56,59 @@ type Config struct {
 	Metrics prometheus.Registerer
 }
 
-// Replica is a service's user replica.
+// Replica is a service's user replica. User may be called from any goroutine; Run is called once.
 type Replica struct {
-	cfg Config
+	cfg     Config
+	cons    jetstream.Consumer
+	m       *metrics
+	waiters waiters
+	// listening is true while the listener holds its LISTEN connection, so that a NOTIFY is
+	// certain to wake the waiters; while false, they re-check on a short interval.
+	listening atomic.Bool
 }
+
+//go:embed migrations/*.sql
+var migrations embed.FS
 
 // Migrate creates or updates the replica's tables in the service's database.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	panic("TODO")
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("replica migrations: %w", err)
+	}
+	return migrate.Apply(ctx, pool, "replica", sub)
 }
 
 // New returns a replica; it creates the durable consumer if absent. Call Run to start applying.
 func New(ctx context.Context, cfg Config) (*Replica, error) {
-	panic("TODO")
+	if cfg.Pool == nil || cfg.JS == nil || cfg.Durable == "" {
+		return nil, errors.New("replica: Pool, JS and Durable are required")
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = DefaultWait
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := bus.EnsureStream(ctx, cfg.JS); err != nil {
+		return nil, err
+	}
+	cons, err := bus.EnsureConsumer(ctx, cfg.JS, cfg.Durable)
+	if err != nil {
+		return nil, err
+	}
+	return &Replica{cfg: cfg, cons: cons, m: newMetrics(cfg.Metrics)}, nil
 }
 
 // Run applies events until ctx is done, then finishes the batch in hand and returns nil. It also
 // runs the listener that wakes the callers waiting in User. It returns an error only if it cannot
 // go on (it rides out outages of NATS and Postgres by retrying).
 func (r *Replica) Run(ctx context.Context) error {
-	panic("TODO")
-}
-
-// User returns the replica's state of user id, waiting for it to reach minVersion as the package
-// doc says. It returns ErrLagging or ErrStale as described there, or ctx's error.
-func (r *Replica) User(ctx context.Context, id uuid.UUID, minVersion int64) (events.User, error) {
-	panic("TODO")
+	lctx, stopListener := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { r.listen(lctx) })
+	defer wg.Wait()
+	defer stopListener()
+	r.consume(ctx)
+	return nil
 }

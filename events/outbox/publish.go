@@ -1,0 +1,95 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/bus"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// row is an event of the outbox, as published.
+type row struct {
+	ID      int64
+	EventID uuid.UUID
+	Subject string
+	Payload []byte
+}
+
+// publish publishes ev to the USERS stream with its event id as Nats-Msg-Id, waiting up to
+// timeout for the acknowledgement, and returns its stream sequence (the original one when the
+// stream reports a duplicate). When the stream does not exist, it creates it and tries again.
+func publish(ctx context.Context, js jetstream.JetStream, timeout time.Duration, ev row) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pub := func() (*jetstream.PubAck, error) {
+		msg := &nats.Msg{Subject: ev.Subject, Data: ev.Payload, Header: nats.Header{}}
+		// No retries inside the client: a missing stream is reported at once (it would otherwise
+		// look like a timeout), and the callers retry with their own backoff.
+		return js.PublishMsg(ctx, msg,
+			jetstream.WithMsgID(ev.EventID.String()),
+			jetstream.WithExpectStream(events.StreamName),
+			jetstream.WithRetryAttempts(0))
+	}
+	ack, err := pub()
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		if _, err := bus.EnsureStream(ctx, js); err != nil {
+			return 0, fmt.Errorf("publish event %s: %w", ev.EventID, err)
+		}
+		ack, err = pub()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("publish event %s: %w", ev.EventID, err)
+	}
+	return ack.Sequence, nil
+}
+
+// Republish publishes again every kept event created at or after since (every event when since
+// is zero), in id order, with its original Nats-Msg-Id, and records the stream sequence each
+// gets. It restores a stream that lost messages or was recreated; inside the stream's duplicate
+// window, an event the stream still holds is not stored twice. It returns how many events it
+// published; on an error it stops, and running it again is safe.
+func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, since time.Time) (int, error) {
+	// Paging by id is right here, unlike in the relay: this is a pass over what exists now, and
+	// rows committed later are the relay's to publish.
+	const page = `SELECT id, event_id, subject, payload FROM outbox
+		WHERE id > $1 AND created_at >= $2 ORDER BY id LIMIT 500`
+	const mark = `UPDATE outbox SET stream_seq = $2, published_at = COALESCE(published_at, now())
+		WHERE id = $1`
+	if _, err := bus.EnsureStream(ctx, js); err != nil {
+		return 0, err
+	}
+	var n int
+	var after int64
+	for {
+		rows, err := pool.Query(ctx, page, after, since)
+		if err != nil {
+			return n, fmt.Errorf("read outbox: %w", err)
+		}
+		batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		if err != nil {
+			return n, fmt.Errorf("read outbox: %w", err)
+		}
+		if len(batch) == 0 {
+			return n, nil
+		}
+		for _, ev := range batch {
+			seq, err := publish(ctx, js, DefaultPublishTimeout, ev)
+			if err != nil {
+				return n, err
+			}
+			if _, err := pool.Exec(ctx, mark, ev.ID, int64(seq)); err != nil {
+				return n, fmt.Errorf("record seq of event %s: %w", ev.EventID, err)
+			}
+			n++
+			after = ev.ID
+		}
+	}
+}

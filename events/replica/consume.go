@@ -1,0 +1,300 @@
+package replica
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/bus"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	batchSize = 256
+	// fetchWait bounds a fetch that waits for the next event, and so the delay of a stop.
+	fetchWait = time.Second
+	// batchTimeout bounds the apply, commit and acks of one batch, even after ctx is done. It is
+	// below bus.AckWait, so a batch is settled before the server would redeliver it.
+	batchTimeout = 20 * time.Second
+	// maxNakDelay caps the delay before a batch that failed on a transient error is redelivered.
+	maxNakDelay = time.Minute
+	// maxReasonLen caps the reason given to the server with a Term.
+	maxReasonLen = 200
+)
+
+// item is one fetched message, decoded. A non-empty reason means it cannot be applied and goes to
+// dead letters.
+type item struct {
+	msg       jetstream.Msg
+	seq       uint64
+	delivered uint64
+	event     events.Event
+	reason    string
+}
+
+// consume fetches and applies batches until ctx is done.
+func (r *Replica) consume(ctx context.Context) {
+	retry := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
+	for ctx.Err() == nil {
+		start := time.Now()
+		msgs, err := r.fetch()
+		ok := true
+		if len(msgs) > 0 {
+			// Whatever was fetched is handled, even after ctx is done: the batch in hand.
+			ok = r.handle(ctx, msgs)
+		}
+		if err != nil {
+			r.cfg.Log.Warn("fetch events", "durable", r.cfg.Durable, "err", err)
+			ok = false
+			r.reensure(ctx)
+		}
+		if len(msgs) == 0 && err == nil && time.Since(start) < fetchWait/2 {
+			// A fetch that should have waited came back at once: do not spin.
+			ok = false
+		}
+		if ok {
+			retry.reset()
+			continue
+		}
+		if !sleep(ctx, retry.next()) {
+			return
+		}
+	}
+}
+
+// fetch returns the events available now, up to a batch; when there are none it waits up to
+// fetchWait for one, then takes what else is available with it. An event is thus applied as
+// soon as it arrives, and a backlog is applied a full batch at a time.
+func (r *Replica) fetch() ([]jetstream.Msg, error) {
+	msgs, err := collect(r.cons.FetchNoWait(batchSize))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	msgs, err = collect(r.cons.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
+	if err != nil || len(msgs) == 0 {
+		return msgs, err
+	}
+	more, err := collect(r.cons.FetchNoWait(batchSize - 1))
+	return append(msgs, more...), err
+}
+
+// collect reads a whole fetched batch. It returns the messages received even with an error.
+func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs, b.Error()
+}
+
+// reensure declares the consumer again, in case a fetch failed because it was deleted.
+func (r *Replica) reensure(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := bus.EnsureStream(ctx, r.cfg.JS); err != nil {
+		return
+	}
+	if cons, err := bus.EnsureConsumer(ctx, r.cfg.JS, r.cfg.Durable); err == nil {
+		r.cons = cons
+	}
+}
+
+// handle applies msgs in one transaction and settles them: ack, or term for dead letters, after
+// the commit. When the batch fails on a transient error, it naks the batch and reports false.
+// When it fails on an error that a message causes (data exception, constraint), it applies the
+// messages one by one and dead-letters the ones that fail, so one message never blocks the rest.
+func (r *Replica) handle(ctx context.Context, msgs []jetstream.Msg) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+	defer cancel()
+
+	items := make([]item, 0, len(msgs))
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			// Not a message of a consumer: there is no sequence to record it under.
+			r.cfg.Log.Error("event without metadata, terminated", "subject", m.Subject(), "err", err)
+			_ = m.TermWithReason("no metadata")
+			continue
+		}
+		r.m.pending.Set(float64(meta.NumPending))
+		items = append(items, decode(m, meta))
+	}
+	if len(items) == 0 {
+		return true
+	}
+
+	err := r.commit(ctx, items)
+	if err == nil {
+		r.settle(items)
+		return true
+	}
+	if transient(err) {
+		r.cfg.Log.Warn("apply batch, will retry", "events", len(items), "err", err)
+		r.nak(items)
+		return false
+	}
+	r.cfg.Log.Warn("apply batch, applying its events one by one", "events", len(items), "err", err)
+	for i := range items {
+		one := items[i : i+1]
+		err := r.commit(ctx, one)
+		if err != nil && !transient(err) {
+			one[0].reason = "apply: " + err.Error()
+			r.cfg.Log.Warn("event cannot be applied, dead-lettered", "seq", one[0].seq, "err", err)
+			err = r.commit(ctx, one)
+			if err != nil && !transient(err) {
+				r.cfg.Log.Error("dead letter cannot be recorded, event terminated", "seq", one[0].seq, "err", err)
+				err = nil
+			}
+		}
+		if err != nil {
+			r.cfg.Log.Warn("apply event, will retry", "seq", one[0].seq, "err", err)
+			r.nak(items[i:])
+			return false
+		}
+		r.settle(one)
+	}
+	return true
+}
+
+// decode turns m into an item; a message that cannot be applied gets a reason.
+func decode(m jetstream.Msg, meta *jetstream.MsgMetadata) item {
+	it := item{msg: m, seq: meta.Sequence.Stream, delivered: meta.NumDelivered}
+	if err := json.Unmarshal(m.Data(), &it.event); err != nil {
+		it.reason = "decode: " + err.Error()
+		return it
+	}
+	if err := it.event.Validate(); err != nil {
+		it.reason = err.Error()
+		return it
+	}
+	id, ok := events.SubjectUser(m.Subject())
+	switch {
+	case !ok:
+		it.reason = "subject names no user"
+	case id != it.event.User.ID:
+		it.reason = fmt.Sprintf("subject names user %s, payload user %s", id, it.event.User.ID)
+	}
+	return it
+}
+
+// deadLetter is the dead letter of it, with text made safe for a text column.
+func (it item) deadLetter() DeadLetter {
+	d := DeadLetter{
+		Seq:     it.seq,
+		Subject: clean(it.msg.Subject()),
+		Data:    it.msg.Data(),
+		Reason:  clean(it.reason),
+	}
+	if id, ok := events.SubjectUser(it.msg.Subject()); ok {
+		d.UserID = &id
+	}
+	return d
+}
+
+// clean makes s valid UTF-8 without NUL, as Postgres text requires.
+func clean(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
+// commit applies items, records their dead letters and the last applied sequence, in one
+// transaction.
+func (r *Replica) commit(ctx context.Context, items []item) error {
+	start := time.Now()
+	var applied, skipped, dead int
+	var last uint64
+	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+		applied, skipped, dead, last = 0, 0, 0, 0
+		for _, it := range items {
+			last = max(last, it.seq)
+			if it.reason != "" {
+				if err := AddDeadLetter(ctx, tx, it.deadLetter()); err != nil {
+					return err
+				}
+				dead++
+				continue
+			}
+			changed, err := Apply(ctx, tx, it.seq, it.event)
+			if err != nil {
+				return err
+			}
+			if changed {
+				applied++
+			} else {
+				skipped++
+			}
+		}
+		return SetApplied(ctx, tx, last)
+	})
+	if err != nil {
+		return err
+	}
+	r.m.batchSeconds.Observe(time.Since(start).Seconds())
+	r.m.applied.Add(float64(applied))
+	r.m.skipped.Add(float64(skipped))
+	r.m.deadLettered.Add(float64(dead))
+	r.m.lastSeq.Set(float64(last))
+	return nil
+}
+
+// settle acks the committed items and terminates the dead-lettered ones. A lost ack only causes a
+// redelivery, which the version gate skips.
+func (r *Replica) settle(items []item) {
+	for _, it := range items {
+		var err error
+		if it.reason != "" {
+			err = it.msg.TermWithReason(truncate(it.reason, maxReasonLen))
+		} else {
+			err = it.msg.Ack()
+		}
+		if err != nil {
+			r.cfg.Log.Debug("settle event", "seq", it.seq, "err", err)
+		}
+	}
+}
+
+// nak asks for the redelivery of items after a delay that grows with their deliveries.
+func (r *Replica) nak(items []item) {
+	for _, it := range items {
+		if err := it.msg.NakWithDelay(nakDelay(it.delivered)); err != nil {
+			r.cfg.Log.Debug("nak event", "seq", it.seq, "err", err)
+		}
+	}
+}
+
+// nakDelay is 1 s after the first delivery, doubling up to maxNakDelay.
+func nakDelay(delivered uint64) time.Duration {
+	if delivered < 1 {
+		delivered = 1
+	}
+	return min(time.Second<<min(delivered-1, 10), maxNakDelay)
+}
+
+// transient reports whether err may go away by itself (connection lost, timeout, server
+// shutting down, lock or serialization conflict). The classes that a message causes, data
+// exception (22) and integrity constraint violation (23), are not transient; nor would retrying
+// help. Everything else, including errors of our own SQL, is retried rather than dead-lettered,
+// so that a bug or a missing table never throws events away.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		class := pgErr.Code[:2]
+		return class != "22" && class != "23"
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

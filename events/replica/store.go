@@ -1,0 +1,154 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Table is the table of replicated users. A rebuild fills a copy of it (ApplyTo) and swaps the
+// copy in by renaming it.
+const Table = "replica_users"
+
+// notifyChannel is the channel on which every apply announces the ids of the users it changed.
+const notifyChannel = "replica_users"
+
+// Querier runs SQL: a pgx.Tx, a *pgx.Conn or a *pgxpool.Pool.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Apply writes the user state that e carries into the replica, if e's version is newer than the
+// row's, recording seq as the row's stream sequence. It reports whether the row changed: false
+// means the event was a duplicate or older than what the replica holds (skipped). A change sends
+// a NOTIFY with the user id, delivered when the transaction of q commits. e must be valid.
+func Apply(ctx context.Context, q Querier, seq uint64, e events.Event) (bool, error) {
+	return ApplyTo(ctx, q, Table, seq, e)
+}
+
+// ApplyTo is Apply into table, a table shaped like Table (e.g. the copy a rebuild fills).
+func ApplyTo(ctx context.Context, q Querier, table string, seq uint64, e events.Event) (bool, error) {
+	// The table is named once, so the statement works on any copy of it. The version gate makes
+	// duplicates, redeliveries, reordering and replays converge on the highest version.
+	const upsert = `WITH changed AS (
+		INSERT INTO %s AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+		ON CONFLICT (id) DO UPDATE SET
+			email = EXCLUDED.email,
+			display_name = EXCLUDED.display_name,
+			roles = EXCLUDED.roles,
+			status = EXCLUDED.status,
+			version = EXCLUDED.version,
+			stream_seq = EXCLUDED.stream_seq,
+			updated_at = EXCLUDED.updated_at
+		WHERE u.version < EXCLUDED.version
+		RETURNING id)
+	SELECT id, pg_notify('` + notifyChannel + `', id::text) FROM changed`
+	u := e.User
+	var id uuid.UUID
+	err := q.QueryRow(ctx, fmt.Sprintf(upsert, pgx.Identifier{table}.Sanitize()),
+		u.ID, u.Email, u.DisplayName, u.Roles, u.Status, u.Version, int64(seq)).Scan(&id, nil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("apply event %s (seq %d) to user %s: %w", e.ID, seq, u.ID, err)
+	}
+	return true, nil
+}
+
+// DeadLetter is a message of the stream that could not be applied.
+type DeadLetter struct {
+	Seq     uint64     // stream sequence
+	Subject string     // subject it was published on
+	UserID  *uuid.UUID // user named by the subject; nil when the subject names none
+	Data    []byte     // payload as received
+	Reason  string     // why it could not be applied
+	At      time.Time  // when it was recorded (set by AddDeadLetter)
+}
+
+// AddDeadLetter records d (again, if its sequence is already recorded: the reason is replaced) and
+// wakes the callers of User waiting for its user, who then get ErrStale.
+func AddDeadLetter(ctx context.Context, q Querier, d DeadLetter) error {
+	const insert = `WITH added AS (
+		INSERT INTO replica_dead_letters (stream_seq, subject, user_id, data, reason)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (stream_seq) DO UPDATE SET reason = EXCLUDED.reason, created_at = now()
+		RETURNING user_id)
+	SELECT pg_notify('` + notifyChannel + `', user_id::text) FROM added WHERE user_id IS NOT NULL`
+	data := d.Data
+	if data == nil {
+		data = []byte{}
+	}
+	if _, err := q.Exec(ctx, insert, int64(d.Seq), d.Subject, d.UserID, data, d.Reason); err != nil {
+		return fmt.Errorf("add dead letter seq %d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// DeadLetters lists the dead letters in stream order.
+func DeadLetters(ctx context.Context, q Querier) ([]DeadLetter, error) {
+	const list = `SELECT stream_seq, subject, user_id, data, reason, created_at
+		FROM replica_dead_letters ORDER BY stream_seq`
+	rows, err := q.Query(ctx, list)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	dls, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeadLetter, error) {
+		var d DeadLetter
+		var seq int64
+		err := row.Scan(&seq, &d.Subject, &d.UserID, &d.Data, &d.Reason, &d.At)
+		d.Seq = uint64(seq)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return dls, nil
+}
+
+// SetApplied records seq as applied: the replica's last applied sequence becomes the highest of
+// seq and what it was.
+func SetApplied(ctx context.Context, q Querier, seq uint64) error {
+	const update = `UPDATE replica_state SET last_seq = GREATEST(last_seq, $1), updated_at = now()`
+	if _, err := q.Exec(ctx, update, int64(seq)); err != nil {
+		return fmt.Errorf("set applied seq %d: %w", seq, err)
+	}
+	return nil
+}
+
+// Applied returns the replica's last applied stream sequence (0 before the first).
+func Applied(ctx context.Context, q Querier) (uint64, error) {
+	var seq int64
+	if err := q.QueryRow(ctx, `SELECT last_seq FROM replica_state`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("read applied seq: %w", err)
+	}
+	return uint64(seq), nil
+}
+
+// lookup reads user id and whether a dead letter names it, in one round trip. found is false when
+// the replica has no row for id.
+func lookup(ctx context.Context, q Querier, id uuid.UUID) (u events.User, found, stale bool, err error) {
+	const sel = `SELECT EXISTS (SELECT 1 FROM replica_dead_letters WHERE user_id = $1),
+		u.email, u.display_name, u.roles, u.status, u.version
+		FROM (VALUES (1)) AS one LEFT JOIN replica_users u ON u.id = $1`
+	var email, name, status *string
+	var version *int64
+	err = q.QueryRow(ctx, sel, id).Scan(&stale, &email, &name, &u.Roles, &status, &version)
+	if err != nil {
+		return events.User{}, false, false, fmt.Errorf("read replica user %s: %w", id, err)
+	}
+	if version == nil {
+		return events.User{}, false, stale, nil
+	}
+	u.ID, u.Email, u.DisplayName, u.Status, u.Version = id, *email, *name, *status, *version
+	return u, true, stale, nil
+}
