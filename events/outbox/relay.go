@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/authmesh/events/internal/retry"
 	"log/slog"
 	"time"
 
@@ -70,14 +71,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.cfg.Pool == nil || r.cfg.JS == nil {
 		return errors.New("outbox relay: Pool and JS are required")
 	}
-	retry := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
 	for {
-		err := r.lead(ctx, &retry)
+		err := r.lead(ctx, &bo)
 		if ctx.Err() != nil {
 			return nil
 		}
 		r.cfg.Log.Warn("outbox relay lost its database connection, reconnecting", "err", err)
-		if !sleep(ctx, retry.next()) {
+		if !retry.Sleep(ctx, bo.Next()) {
 			return nil
 		}
 	}
@@ -86,7 +87,7 @@ func (r *Relay) Run(ctx context.Context) error {
 // lead takes the advisory lock on a connection of its own (waiting while another instance holds
 // it), then publishes as long as that connection lives. The lock lives and dies with the
 // connection, so a relay that loses it stops publishing and competes for it again.
-func (r *Relay) lead(ctx context.Context, retry *backoff) error {
+func (r *Relay) lead(ctx context.Context, bo *retry.Backoff) error {
 	pc, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire relay connection: %w", err)
@@ -116,14 +117,14 @@ func (r *Relay) lead(ctx context.Context, retry *backoff) error {
 			r.m.errors.Inc()
 			r.cfg.Log.Warn("publish outbox event, will retry", "err", err)
 			r.gauges(ctx, conn)
-			if !sleep(ctx, retry.next()) {
+			if !retry.Sleep(ctx, bo.Next()) {
 				return nil
 			}
 			continue
 		case err != nil:
 			return err
 		}
-		retry.reset()
+		bo.Reset()
 		r.gauges(ctx, conn)
 		if ctx.Err() != nil {
 			return nil
@@ -153,7 +154,7 @@ func (r *Relay) lock(ctx context.Context, conn *pgx.Conn) error {
 			return nil
 		}
 		r.gauges(ctx, conn) // a standby reports the outbox too
-		if !sleep(ctx, lockRetry) {
+		if !retry.Sleep(ctx, lockRetry) {
 			return ctx.Err()
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/authmesh/events/internal/retry"
 	"strings"
 	"time"
 
@@ -40,7 +41,7 @@ type item struct {
 
 // consume fetches and applies batches until ctx is done.
 func (r *Replica) consume(ctx context.Context) {
-	retry := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		start := time.Now()
 		msgs, err := r.fetch()
@@ -59,10 +60,10 @@ func (r *Replica) consume(ctx context.Context) {
 			ok = false
 		}
 		if ok {
-			retry.reset()
+			bo.Reset()
 			continue
 		}
-		if !sleep(ctx, retry.next()) {
+		if !retry.Sleep(ctx, bo.Next()) {
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/authmesh/events/internal/retry"
 	"sync"
 	"time"
 
@@ -134,23 +135,23 @@ func signal(ch chan struct{}) {
 // listen holds a connection that LISTENs on the replica's channel and wakes the waiters of every
 // user an apply changed, whichever instance applied it. It reconnects until ctx is done.
 func (r *Replica) listen(ctx context.Context) {
-	retry := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for {
-		err := r.listenOnce(ctx, &retry)
+		err := r.listenOnce(ctx, &bo)
 		r.listening.Store(false)
 		r.waiters.wakeAll() // they fall back to re-checking until the listener is back
 		if ctx.Err() != nil {
 			return
 		}
 		r.cfg.Log.Warn("replica listener down, reconnecting", "err", err)
-		if !sleep(ctx, retry.next()) {
+		if !retry.Sleep(ctx, bo.Next()) {
 			return
 		}
 	}
 }
 
 // listenOnce listens on one connection until it fails or ctx is done.
-func (r *Replica) listenOnce(ctx context.Context, retry *backoff) error {
+func (r *Replica) listenOnce(ctx context.Context, bo *retry.Backoff) error {
 	pc, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire listen connection: %w", err)
@@ -168,7 +169,7 @@ func (r *Replica) listenOnce(ctx context.Context, retry *backoff) error {
 	r.listening.Store(true)
 	// Notifications sent while nobody listened are lost: every waiter reads its row again.
 	r.waiters.wakeAll()
-	retry.reset()
+	bo.Reset()
 	for {
 		wctx, cancel := context.WithTimeout(ctx, listenPing)
 		n, err := conn.WaitForNotification(wctx)

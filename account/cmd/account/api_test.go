@@ -1,0 +1,712 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/auth"
+	"github.com/authmesh/events/outbox"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var userFields = []string{"created_at", "display_name", "email", "id", "roles", "status", "updated_at", "version"}
+
+func TestRegisterLoginMe(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	const pw = "pässwörd-🔑-long-enough"
+
+	r := a.do(t, "POST", "/v1/users", "", map[string]string{"email": "Ann@Example.com", "password": pw, "display_name": "  Ann  "})
+	want(t, "register", r, http.StatusCreated, "")
+	u := r.json(t)
+	if diff := cmp.Diff(userFields, keysOf(u)); diff != "" {
+		t.Errorf("user JSON fields (-want +got):\n%s", diff)
+	}
+	id, _ := u["id"].(string)
+	if _, err := uuid.Parse(id); err != nil {
+		t.Fatalf("id %q: %v", id, err)
+	}
+	if u["email"] != "Ann@Example.com" || u["display_name"] != "Ann" || u["status"] != "active" || u["version"] != 1.0 {
+		t.Errorf("registered user = %s", r.body)
+	}
+	if diff := cmp.Diff([]any{"user"}, u["roles"]); diff != "" {
+		t.Errorf("roles (-want +got):\n%s", diff)
+	}
+	for _, f := range []string{"created_at", "updated_at"} {
+		if _, err := time.Parse(time.RFC3339, u[f].(string)); err != nil {
+			t.Errorf("%s %v is not RFC 3339: %v", f, u[f], err)
+		}
+	}
+	if loc := r.header.Get("Location"); loc != "/v1/users/"+id {
+		t.Errorf("Location = %q, want /v1/users/%s", loc, id)
+	}
+
+	// The email is unique case-insensitively.
+	r = a.do(t, "POST", "/v1/users", "", map[string]string{"email": "ann@EXAMPLE.com", "password": "another-pw", "display_name": "Ann 2"})
+	want(t, "register again", r, http.StatusConflict, "email_taken")
+
+	// Login with another case of the email.
+	r = a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ANN@example.com", "password": pw})
+	want(t, "login", r, http.StatusOK, "")
+	tr := r.json(t)
+	if tr["token_type"] != "Bearer" || tr["expires_in"] != 900.0 {
+		t.Errorf("token response = %s, want token_type Bearer and expires_in 900", r.body)
+	}
+	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("token response Cache-Control = %q, want no-store", cc)
+	}
+	tok := tr["access_token"].(string)
+
+	h := segment(t, tok, 0)
+	if h["alg"] != "EdDSA" || h["typ"] != "at+jwt" || h["kid"] == "" || h["kid"] == nil {
+		t.Errorf("token header = %v", h)
+	}
+	c := segment(t, tok, 1)
+	if diff := cmp.Diff([]string{"aud", "exp", "iat", "iss", "jti", "nbf", "roles", "sub", "ver"}, keysOf(c)); diff != "" {
+		t.Errorf("claims (-want +got):\n%s", diff)
+	}
+	if c["iss"] != "account" || c["sub"] != id || c["ver"] != 1.0 || c["exp"].(float64)-c["iat"].(float64) != 900 || c["nbf"] != c["iat"] {
+		t.Errorf("claims = %v", c)
+	}
+	if diff := cmp.Diff([]any{"blog", "shop"}, c["aud"]); diff != "" {
+		t.Errorf("aud (-want +got):\n%s", diff)
+	}
+
+	// blog and shop accept it with the published keys alone.
+	jwks := a.do(t, "GET", "/.well-known/jwks.json", "", nil)
+	want(t, "jwks", jwks, http.StatusOK, "")
+	set, err := auth.NewKeySet(jwks.body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, aud := range []string{"blog", "shop"} {
+		if _, err := (&auth.Verifier{Keys: set, Issuer: "account", Audience: aud}).Verify(tok); err != nil {
+			t.Errorf("a verifier for %s refuses the token: %v", aud, err)
+		}
+	}
+
+	r = a.do(t, "GET", "/v1/users/me", tok, nil)
+	want(t, "me", r, http.StatusOK, "")
+	if diff := cmp.Diff(u, r.json(t)); diff != "" {
+		t.Errorf("me (-registered +got):\n%s", diff)
+	}
+	r = a.do(t, "GET", "/v1/users/"+id, tok, nil)
+	want(t, "get self", r, http.StatusOK, "")
+
+	// Someone else's id, an unknown one and a malformed one look alike.
+	other := a.register(t, "bob@example.com", "bob-password", "Bob")
+	for _, path := range []string{"/v1/users/" + other["id"].(string), "/v1/users/" + uuid.NewString(), "/v1/users/not-a-uuid",
+		"/v1/users/" + strings.ReplaceAll(other["id"].(string), "-", "")} {
+		want(t, "GET "+path, a.do(t, "GET", path, tok, nil), http.StatusNotFound, "not_found")
+	}
+
+	// Without a token, or with a bad one.
+	r = a.do(t, "GET", "/v1/users/me", "", nil)
+	want(t, "me without token", r, http.StatusUnauthorized, "unauthenticated")
+	if wa := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(wa, "Bearer") {
+		t.Errorf("WWW-Authenticate = %q, want Bearer", wa)
+	}
+	want(t, "me with a bad token", a.do(t, "GET", "/v1/users/me", tok+"x", nil), http.StatusUnauthorized, "unauthenticated")
+
+	// Admin endpoints refuse a user.
+	want(t, "list as user", a.do(t, "GET", "/v1/users", tok, nil), http.StatusForbidden, "forbidden")
+	want(t, "roles as user", a.do(t, "PUT", "/v1/users/"+id+"/roles", tok, map[string]any{"roles": []string{"admin"}}), http.StatusForbidden, "forbidden")
+	want(t, "status as user", a.do(t, "PUT", "/v1/users/"+other["id"].(string)+"/status", tok, map[string]any{"status": "disabled"}), http.StatusForbidden, "forbidden")
+
+	if strings.Contains(a.logs.String(), pw) || strings.Contains(a.logs.String(), adminPassword) {
+		t.Errorf("a password appears in the log")
+	}
+}
+
+func TestRegisterValidation(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	tests := []struct {
+		name   string
+		body   map[string]any
+		fields []string
+	}{
+		{"all missing", map[string]any{}, []string{"email", "password", "display_name"}},
+		{"display name form", map[string]any{"email": "Ann <ann@example.com>", "password": "password1", "display_name": "Ann"}, []string{"email"}},
+		{"no at", map[string]any{"email": "ann.example.com", "password": "password1", "display_name": "Ann"}, []string{"email"}},
+		{"short password", map[string]any{"email": "ann@example.com", "password": "1234567", "display_name": "Ann"}, []string{"password"}},
+		{"long password", map[string]any{"email": "ann@example.com", "password": strings.Repeat("p", 129), "display_name": "Ann"}, []string{"password"}},
+		{"blank name", map[string]any{"email": "ann@example.com", "password": "password1", "display_name": "   "}, []string{"display_name"}},
+		{"long name", map[string]any{"email": "ann@example.com", "password": "password1", "display_name": strings.Repeat("n", 101)}, []string{"display_name"}},
+		{"NUL in name", map[string]any{"email": "ann@example.com", "password": "password1", "display_name": "a\x00b"}, []string{"display_name"}},
+	}
+	for _, tt := range tests {
+		r := a.do(t, "POST", "/v1/users", "", tt.body)
+		want(t, tt.name, r, http.StatusUnprocessableEntity, "validation_failed")
+		var p struct {
+			Errors []struct{ Field, Message string }
+		}
+		if err := json.Unmarshal(r.body, &p); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range p.Errors {
+			got = append(got, e.Field)
+		}
+		if diff := cmp.Diff(tt.fields, got); diff != "" {
+			t.Errorf("%s: error fields (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	// 128 characters of 2 bytes each are allowed: length is counted in characters.
+	a.register(t, "max@example.com", strings.Repeat("é", 128), strings.Repeat("名", 100))
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	admin := a.login(t, adminEmail, adminPassword)
+	huge := `{"email":"a@example.com","password":"` + strings.Repeat("x", 1<<20) + `","display_name":"A"}`
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+		status      int
+		code        string
+	}{
+		{"malformed JSON", "application/json", `{"email":`, 400, "bad_request"},
+		{"not an object", "application/json", `[1,2]`, 400, "bad_request"},
+		{"unknown field", "application/json", `{"email":"a@example.com","password":"password1","display_name":"A","roles":["admin"]}`, 400, "bad_request"},
+		{"field in other case", "application/json", `{"EMAIL":"a@example.com","password":"password1","display_name":"A"}`, 400, "bad_request"},
+		{"duplicate field", "application/json", `{"email":"a@example.com","email":"b@example.com","password":"password1","display_name":"A"}`, 400, "bad_request"},
+		{"trailing data", "application/json", `{"email":"a@example.com","password":"password1","display_name":"A"} {}`, 400, "bad_request"},
+		{"wrong type", "application/json", `{"email":1,"password":"password1","display_name":"A"}`, 400, "bad_request"},
+		{"empty body", "application/json", ``, 400, "bad_request"},
+		{"text/plain", "text/plain", `{"email":"a@example.com","password":"password1","display_name":"A"}`, 415, "unsupported_media_type"},
+		{"form", "application/x-www-form-urlencoded", `email=a@example.com`, 415, "unsupported_media_type"},
+		{"huge body", "application/json", huge, 413, "payload_too_large"},
+	}
+	for _, path := range []string{"/v1/users", "/v1/tokens"} {
+		for _, tt := range tests {
+			r := a.request(t, "POST", path, "", tt.contentType, strings.NewReader(tt.body))
+			want(t, path+" "+tt.name, r, tt.status, tt.code)
+		}
+	}
+	target := a.register(t, "target@example.com", "password1", "Target")["id"].(string)
+	for _, path := range []string{"/v1/users/" + target + "/roles", "/v1/users/" + target + "/status"} {
+		want(t, path+" malformed", a.request(t, "PUT", path, admin, "application/json", strings.NewReader(`{`)), 400, "bad_request")
+		want(t, path+" unknown field", a.request(t, "PUT", path, admin, "application/json", strings.NewReader(`{"version":9}`)), 400, "bad_request")
+		want(t, path+" text/plain", a.request(t, "PUT", path, admin, "text/plain", strings.NewReader(`{}`)), 415, "unsupported_media_type")
+	}
+	for _, q := range []string{"limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1.5", "cursor=garbage!", "cursor=" + "Zm9vYmFy"} {
+		want(t, "list "+q, a.do(t, "GET", "/v1/users?"+q, admin, nil), 400, "bad_request")
+	}
+	r := a.do(t, "DELETE", "/v1/users/me", admin, nil)
+	want(t, "DELETE /v1/users/me", r, http.StatusMethodNotAllowed, "method_not_allowed")
+	want(t, "unknown path", a.do(t, "GET", "/v1/nothing", "", nil), http.StatusNotFound, "not_found")
+}
+
+func TestInvalidCredentialsIdentical(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	admin := a.login(t, adminEmail, adminPassword)
+	a.register(t, "known@example.com", "right-password", "Known")
+	disabled := a.register(t, "disabled@example.com", "right-password", "Disabled")
+	want(t, "disable", a.do(t, "PUT", "/v1/users/"+disabled["id"].(string)+"/status", admin, map[string]string{"status": "disabled"}), 200, "")
+
+	attempts := map[string]map[string]string{
+		"unknown email":         {"email": "nobody@example.com", "password": "right-password"},
+		"wrong password":        {"email": "known@example.com", "password": "wrong-password"},
+		"disabled user":         {"email": "disabled@example.com", "password": "right-password"},
+		"impossible email":      {"email": "not an email", "password": "right-password"},
+		"NUL in email":          {"email": "known\x00@example.com", "password": "right-password"},
+		"empty":                 {"email": "", "password": ""},
+		"password of other one": {"email": adminEmail, "password": "right-password"},
+	}
+	var (
+		first     response
+		firstName string
+	)
+	for name, body := range attempts {
+		r := a.do(t, "POST", "/v1/tokens", "", body)
+		want(t, name, r, http.StatusUnauthorized, "invalid_credentials")
+		r.header.Del("Date")
+		r.header.Del("X-Request-Id")
+		if first.status == 0 {
+			first, firstName = r, name
+			continue
+		}
+		if !bytes.Equal(first.body, r.body) {
+			t.Errorf("bodies differ:\n%s: %s\n%s: %s", firstName, first.body, name, r.body)
+		}
+		if diff := cmp.Diff(first.header, r.header); diff != "" {
+			t.Errorf("headers differ between %s and %s (-first +this):\n%s", firstName, name, diff)
+		}
+	}
+	if wa := first.header.Get("WWW-Authenticate"); wa != "Bearer" {
+		t.Errorf("WWW-Authenticate = %q, want Bearer", wa)
+	}
+}
+
+func TestLoginThrottled(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	a.register(t, "victim@example.com", "right-password", "Victim")
+	a.register(t, "neighbour@example.com", "right-password", "Neighbour")
+
+	// Successful logins never count.
+	for range 12 {
+		a.login(t, "neighbour@example.com", "right-password")
+	}
+	for i := range 10 {
+		// The account is keyed case-insensitively.
+		email := "victim@example.com"
+		if i%2 == 1 {
+			email = "VICTIM@example.com"
+		}
+		r := a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": email, "password": "wrong-password"})
+		want(t, fmt.Sprintf("failure %d", i+1), r, http.StatusUnauthorized, "invalid_credentials")
+	}
+	// Now even the right password is refused, until the window frees.
+	r := a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "victim@example.com", "password": "right-password"})
+	want(t, "login after 10 failures", r, http.StatusTooManyRequests, "rate_limited")
+	secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+	if err != nil || secs < 1 || secs > 15*60 {
+		t.Errorf("Retry-After = %q, want whole seconds in [1, 900]", r.header.Get("Retry-After"))
+	}
+	// Other accounts behind the same address are not locked out.
+	a.login(t, "neighbour@example.com", "right-password")
+	// An unknown email is throttled like a known one, so throttling tells nothing.
+	for i := range 10 {
+		r := a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ghost@example.com", "password": "x"})
+		want(t, fmt.Sprintf("ghost failure %d", i+1), r, http.StatusUnauthorized, "invalid_credentials")
+	}
+	want(t, "ghost after 10 failures", a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ghost@example.com", "password": "x"}),
+		http.StatusTooManyRequests, "rate_limited")
+}
+
+func TestAdministration(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	admin := a.login(t, adminEmail, adminPassword)
+	u := a.register(t, "user@example.com", "user-password", "User")
+	id := u["id"].(string)
+	userTok := a.login(t, "user@example.com", "user-password")
+
+	// Admin reads anyone.
+	want(t, "admin gets user", a.do(t, "GET", "/v1/users/"+id, admin, nil), 200, "")
+
+	// Roles: unknown role refused, user always kept, version +1 each time.
+	r := a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"superuser"}})
+	want(t, "unknown role", r, http.StatusUnprocessableEntity, "validation_failed")
+	want(t, "missing roles", a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{}), http.StatusUnprocessableEntity, "validation_failed")
+	r = a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"moderator"}})
+	want(t, "set roles", r, 200, "")
+	got := r.json(t)
+	if diff := cmp.Diff([]any{"user", "moderator"}, got["roles"]); diff != "" || got["version"] != 2.0 {
+		t.Errorf("after set roles: version %v, roles (-want +got):\n%s", got["version"], diff)
+	}
+	r = a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{}})
+	want(t, "clear roles", r, 200, "")
+	if got := r.json(t); got["version"] != 3.0 || !cmp.Equal([]any{"user"}, got["roles"]) {
+		t.Errorf("after clearing roles: %s", r.body)
+	}
+
+	// Status.
+	want(t, "bad status", a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "banned"}), http.StatusUnprocessableEntity, "validation_failed")
+	want(t, "me before disabling", a.do(t, "GET", "/v1/users/me", userTok, nil), 200, "")
+	r = a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "disabled"})
+	want(t, "disable", r, 200, "")
+	if got := r.json(t); got["status"] != "disabled" || got["version"] != 4.0 {
+		t.Errorf("after disabling: %s", r.body)
+	}
+	// The token issued before is refused at once; the login too.
+	want(t, "me after disabling", a.do(t, "GET", "/v1/users/me", userTok, nil), http.StatusForbidden, "user_disabled")
+	want(t, "login after disabling", a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "user@example.com", "password": "user-password"}),
+		http.StatusUnauthorized, "invalid_credentials")
+	r = a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "active"})
+	want(t, "enable", r, 200, "")
+	want(t, "me after enabling", a.do(t, "GET", "/v1/users/me", userTok, nil), 200, "")
+
+	// Unknown and malformed ids.
+	for _, path := range []string{"/v1/users/" + uuid.NewString(), "/v1/users/nope"} {
+		want(t, "roles of "+path, a.do(t, "PUT", path+"/roles", admin, map[string]any{"roles": []string{"admin"}}), 404, "not_found")
+		want(t, "status of "+path, a.do(t, "PUT", path+"/status", admin, map[string]any{"status": "active"}), 404, "not_found")
+		want(t, "get "+path, a.do(t, "GET", path, admin, nil), 404, "not_found")
+	}
+
+	// Promoted to admin, the user administers at once (account reads its own database).
+	want(t, "promote", a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"admin"}}), 200, "")
+	want(t, "list as promoted user", a.do(t, "GET", "/v1/users", userTok, nil), 200, "")
+}
+
+func TestListUsers(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	admin := a.login(t, adminEmail, adminPassword)
+	ids := []string{a.do(t, "GET", "/v1/users/me", admin, nil).json(t)["id"].(string)}
+	for i := range 4 {
+		ids = append(ids, a.register(t, fmt.Sprintf("u%d@example.com", i), "password1", "U")["id"].(string))
+	}
+
+	r := a.do(t, "GET", "/v1/users", admin, nil)
+	want(t, "list", r, 200, "")
+	var page struct {
+		Items      []map[string]any `json:"items"`
+		NextCursor *string          `json:"next_cursor"`
+	}
+	if err := json.Unmarshal(r.body, &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Items) != 5 || (page.NextCursor != nil && *page.NextCursor != "") {
+		t.Errorf("default page: %d items, next_cursor %v; want 5 and none", len(page.Items), page.NextCursor)
+	}
+	if diff := cmp.Diff(userFields, keysOf(page.Items[0])); diff != "" {
+		t.Errorf("item fields (-want +got):\n%s", diff)
+	}
+
+	var got []string
+	path := "/v1/users?limit=2"
+	for range 5 {
+		r := a.do(t, "GET", path, admin, nil)
+		want(t, "GET "+path, r, 200, "")
+		page.Items, page.NextCursor = nil, nil
+		if err := json.Unmarshal(r.body, &page); err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Items {
+			got = append(got, it["id"].(string))
+		}
+		if page.NextCursor == nil || *page.NextCursor == "" {
+			break
+		}
+		path = "/v1/users?limit=2&cursor=" + *page.NextCursor
+	}
+	if diff := cmp.Diff(ids, got); diff != "" {
+		t.Errorf("ids across pages (-want +got):\n%s", diff)
+	}
+}
+
+func TestWellKnown(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	env["TOKEN_ISSUER"] = "https://id.example.com"
+	env["TOKEN_TTL"] = "5m"
+	a := startApp(t, env, ns)
+
+	r := a.do(t, "GET", "/.well-known/jwks.json", "", nil)
+	want(t, "jwks", r, 200, "")
+	if cc := r.header.Get("Cache-Control"); !strings.Contains(cc, "max-age=") {
+		t.Errorf("jwks Cache-Control = %q, want a max-age", cc)
+	}
+	var doc auth.JWKS
+	if err := json.Unmarshal(r.body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Keys) != 1 {
+		t.Fatalf("jwks has %d keys, want 1: %s", len(doc.Keys), r.body)
+	}
+	k := doc.Keys[0]
+	if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Alg != "EdDSA" || k.Use != "sig" || k.Kid == "" || k.X == "" {
+		t.Errorf("jwk = %+v", k)
+	}
+	if strings.Contains(string(r.body), `"d"`) {
+		t.Errorf("the JWKS holds a private key: %s", r.body)
+	}
+
+	// The key bucket holds the same document.
+	kv := keyBucket(t, ns.URL)
+	e, err := kv.Get(t.Context(), events.KeysKey)
+	if err != nil {
+		t.Fatalf("get %s: %v", events.KeysKey, err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(e.Value()), bytes.TrimSpace(r.body)) {
+		t.Errorf("bucket jwks %s differs from HTTP %s", e.Value(), r.body)
+	}
+
+	r = a.do(t, "GET", "/.well-known/openid-configuration", "", nil)
+	want(t, "openid-configuration", r, 200, "")
+	oc := r.json(t)
+	if oc["issuer"] != "https://id.example.com" || oc["jwks_uri"] != a.url+"/.well-known/jwks.json" || oc["token_endpoint"] != a.url+"/v1/tokens" {
+		t.Errorf("openid-configuration = %s", r.body)
+	}
+	if !cmp.Equal([]any{"EdDSA"}, oc["id_token_signing_alg_values_supported"]) {
+		t.Errorf("id_token_signing_alg_values_supported = %v", oc["id_token_signing_alg_values_supported"])
+	}
+
+	// The issuer and TTL of the configuration are those of the tokens.
+	tok := a.login(t, adminEmail, adminPassword)
+	c := segment(t, tok, 1)
+	if c["iss"] != "https://id.example.com" || c["exp"].(float64)-c["iat"].(float64) != 300 {
+		t.Errorf("claims = %v, want the configured issuer and a 5m lifetime", c)
+	}
+	if segment(t, tok, 0)["kid"] != k.Kid {
+		t.Errorf("token kid %v is not the published key %s", segment(t, tok, 0)["kid"], k.Kid)
+	}
+}
+
+// jetStream connects to the test's NATS server.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func keyBucket(t *testing.T, url string) jetstream.KeyValue {
+	t.Helper()
+	js := jetStream(t, url)
+	kv, err := js.KeyValue(t.Context(), events.KeysBucket)
+	if err != nil {
+		t.Fatalf("key bucket: %v", err)
+	}
+	return kv
+}
+
+// streamEvent is a message of the USERS stream.
+type streamEvent struct {
+	subject string
+	msgID   string
+	data    []byte
+}
+
+// waitForEvents reads the USERS stream from the start until it holds n messages, or fails.
+func waitForEvents(t *testing.T, js jetstream.JetStream, n int) []streamEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for {
+		s, err := js.Stream(ctx, events.StreamName)
+		if err == nil {
+			info, err := s.Info(ctx)
+			if err == nil && info.State.Msgs >= uint64(n) {
+				var out []streamEvent
+				for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+					m, err := s.GetMsg(ctx, seq)
+					if err != nil {
+						t.Fatalf("get message %d: %v", seq, err)
+					}
+					out = append(out, streamEvent{subject: m.Subject, msgID: m.Header.Get("Nats-Msg-Id"), data: m.Data})
+				}
+				return out
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the USERS stream did not reach %d messages within 20s", n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestEventsReachStream(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	admin := a.login(t, adminEmail, adminPassword)
+	u := a.register(t, "evt@example.com", "password1", "Evt")
+	id := u["id"].(string)
+	want(t, "roles", a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"moderator"}}), 200, "")
+	want(t, "status", a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "disabled"}), 200, "")
+
+	js := jetStream(t, ns.URL)
+	msgs := waitForEvents(t, js, 4) // the bootstrap admin's creation, then three of this user
+	var mine []streamEvent
+	for _, m := range msgs {
+		if strings.HasSuffix(m.subject, "."+id) {
+			mine = append(mine, m)
+		}
+	}
+	wantSubjects := []string{"users.created." + id, "users.role_changed." + id, "users.status_changed." + id}
+	var subjects []string
+	for _, m := range mine {
+		subjects = append(subjects, m.subject)
+	}
+	if diff := cmp.Diff(wantSubjects, subjects); diff != "" {
+		t.Fatalf("subjects of the user's events (-want +got):\n%s", diff)
+	}
+	wantUsers := []map[string]any{
+		{"id": id, "email": "evt@example.com", "display_name": "Evt", "roles": []any{"user"}, "status": "active", "version": 1.0},
+		{"id": id, "email": "evt@example.com", "display_name": "Evt", "roles": []any{"user", "moderator"}, "status": "active", "version": 2.0},
+		{"id": id, "email": "evt@example.com", "display_name": "Evt", "roles": []any{"user", "moderator"}, "status": "disabled", "version": 3.0},
+	}
+	types := []string{"user.created", "user.role_changed", "user.status_changed"}
+	for i, m := range mine {
+		var e map[string]any
+		if err := json.Unmarshal(m.data, &e); err != nil {
+			t.Fatalf("event %s: %v", m.subject, err)
+		}
+		if diff := cmp.Diff([]string{"id", "occurred_at", "type", "user"}, keysOf(e)); diff != "" {
+			t.Errorf("event %s fields (-want +got):\n%s", m.subject, diff)
+		}
+		if e["id"] != m.msgID || m.msgID == "" {
+			t.Errorf("event %s: Nats-Msg-Id %q, event id %v; want equal", m.subject, m.msgID, e["id"])
+		}
+		if eid, err := uuid.Parse(m.msgID); err != nil || eid.Version() != 7 {
+			t.Errorf("event id %q is not a UUIDv7", m.msgID)
+		}
+		if e["type"] != types[i] {
+			t.Errorf("event %s type %v, want %s", m.subject, e["type"], types[i])
+		}
+		if _, err := time.Parse(time.RFC3339Nano, e["occurred_at"].(string)); err != nil {
+			t.Errorf("occurred_at %v: %v", e["occurred_at"], err)
+		}
+		if diff := cmp.Diff(wantUsers[i], e["user"]); diff != "" {
+			t.Errorf("event %s user (-want +got):\n%s", m.subject, diff)
+		}
+		var ev events.Event
+		if err := json.Unmarshal(m.data, &ev); err != nil || ev.Validate() != nil {
+			t.Errorf("event %s does not validate: %v, %v", m.subject, err, ev.Validate())
+		}
+	}
+}
+
+func TestBootstrapAdminIdempotent(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	first := startApp(t, env, ns)
+	tok := first.login(t, adminEmail, adminPassword)
+	me := first.do(t, "GET", "/v1/users/me", tok, nil).json(t)
+	if !cmp.Equal([]any{"user", "admin"}, me["roles"]) || me["version"] != 1.0 {
+		t.Fatalf("bootstrap admin = %v, want roles [user admin] at version 1", me)
+	}
+	kid := segment(t, tok, 0)["kid"]
+	first.stop()
+
+	second := startApp(t, env, ns)
+	tok2 := second.login(t, adminEmail, adminPassword)
+	me2 := second.do(t, "GET", "/v1/users/me", tok2, nil).json(t)
+	if diff := cmp.Diff(me, me2); diff != "" {
+		t.Errorf("bootstrap admin changed across restarts (-first +second):\n%s", diff)
+	}
+	if k2 := segment(t, tok2, 0)["kid"]; k2 != kid {
+		t.Errorf("signing key changed across restarts: %v, then %v", kid, k2)
+	}
+	// A token of the first run is still good.
+	want(t, "first run's token", second.do(t, "GET", "/v1/users/me", tok, nil), 200, "")
+	r := second.do(t, "GET", "/v1/users", tok2, nil)
+	want(t, "list", r, 200, "")
+	if n := len(r.json(t)["items"].([]any)); n != 1 {
+		t.Errorf("%d users after two starts, want 1", n)
+	}
+	// One event in all: the admin's creation.
+	pool, err := pgxpool.New(t.Context(), env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	st, err := outbox.Status(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending+st.Published != 1 {
+		t.Errorf("outbox holds %d events after two starts, want 1", st.Pending+st.Published)
+	}
+	msgs := waitForEvents(t, jetStream(t, ns.URL), 1)
+	if len(msgs) != 1 || msgs[0].subject != "users.created."+me["id"].(string) {
+		t.Errorf("stream after two starts: %d events, want the admin's creation only", len(msgs))
+	}
+}
+
+func TestBootstrapPromotesExistingUser(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	plain := maps.Clone(env)
+	delete(plain, "BOOTSTRAP_ADMIN_EMAIL")
+	delete(plain, "BOOTSTRAP_ADMIN_PASSWORD")
+	first := startApp(t, plain, ns)
+	first.register(t, "ROOT@example.com", "own-password", "Root")
+	first.stop()
+
+	second := startApp(t, env, ns) // BOOTSTRAP_ADMIN_EMAIL is root@example.com
+	tok := second.login(t, "root@example.com", "own-password")
+	me := second.do(t, "GET", "/v1/users/me", tok, nil).json(t)
+	if !cmp.Equal([]any{"user", "admin"}, me["roles"]) || me["version"] != 2.0 || me["email"] != "ROOT@example.com" {
+		t.Errorf("after bootstrap: %v; want the existing user, admin at version 2, password kept", me)
+	}
+}
+
+func TestKeysRotate(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	old := a.login(t, adminEmail, adminPassword)
+	oldKid := segment(t, old, 0)["kid"].(string)
+
+	var out bytes.Buffer
+	env["HTTP_ADDR"] = a.addr
+	if err := run(t.Context(), []string{"keys", "rotate"}, func(k string) string { return env[k] }, &out, &syncBuffer{}); err != nil {
+		t.Fatalf("keys rotate: %v", err)
+	}
+	if !strings.Contains(out.String(), "is current") {
+		t.Errorf("keys rotate printed %q", out.String())
+	}
+	// The bucket holds both keys at once: the new one before anyone signs with it, the old one
+	// while its tokens live.
+	e, err := keyBucket(t, ns.URL).Get(t.Context(), events.KeysKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := auth.NewKeySet(e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Len() != 2 {
+		t.Fatalf("bucket holds %d keys after rotation, want 2", set.Len())
+	}
+	if _, ok := set.Key(oldKid); !ok {
+		t.Errorf("the retired key %s is no longer published", oldKid)
+	}
+	if _, err := (&auth.Verifier{Keys: set, Issuer: "account", Audience: "blog"}).Verify(old); err != nil {
+		t.Errorf("a token of the retired key is refused: %v", err)
+	}
+	want(t, "old token at account", a.do(t, "GET", "/v1/users/me", old, nil), 200, "")
+}
+
+func TestOutboxStatus(t *testing.T) {
+	t.Parallel()
+	env, ns := testEnv(t)
+	a := startApp(t, env, ns)
+	waitForEvents(t, jetStream(t, ns.URL), 1)
+	a.stop()
+
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"outbox", "status"}, func(k string) string { return env[k] }, &out, &syncBuffer{}); err != nil {
+		t.Fatalf("outbox status: %v", err)
+	}
+	if !strings.Contains(out.String(), "published: 1") {
+		t.Errorf("outbox status printed %q, want published: 1", out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"outbox", "republish", "--since", "2000-01-01T00:00:00Z"}, func(k string) string { return env[k] }, &out, &syncBuffer{}); err != nil {
+		t.Fatalf("outbox republish: %v", err)
+	}
+	if !strings.Contains(out.String(), "republished: 1") {
+		t.Errorf("outbox republish printed %q, want republished: 1", out.String())
+	}
+	// Inside the duplicate window, the stream does not store it twice.
+	if msgs := waitForEvents(t, jetStream(t, ns.URL), 1); len(msgs) != 1 {
+		t.Errorf("stream holds %d events after republish, want 1", len(msgs))
+	}
+}

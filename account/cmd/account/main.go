@@ -1,0 +1,230 @@
+// Command account is the account service: users, passwords, login, access tokens and their
+// signing keys, and user administration. Every change of a user is published on the USERS
+// stream through a transactional outbox.
+//
+// Usage:
+//
+//	account [serve]                          serve the HTTP API (the default)
+//	account keys rotate                      add a new signing key and make it current
+//	account outbox status                    print pending and published outbox counts
+//	account outbox republish [--since TIME]  publish kept events again
+//
+// Configuration is read from the environment (see loadConfig).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/authmesh/account/internal/account"
+	"github.com/authmesh/events/service"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func main() {
+	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if errors.Is(err, errUsage) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "account:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned by run for a command line it does not understand, after printing usage.
+var errUsage = errors.New("usage")
+
+const usage = `usage: account [command]
+
+commands:
+  serve                              serve the HTTP API (the default when no command is given)
+  keys rotate                        add a new signing key and make it current; the previous public
+                                     key stays published until every token it signed has expired
+  outbox status                      print pending and published outbox events and the age of the
+                                     oldest pending one
+  outbox republish [--since RFC3339] publish kept events again with their original Nats-Msg-Id,
+                                     for a stream that lost messages or was recreated
+
+environment:
+  HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL, TOKEN_TTL (15m), TOKEN_ISSUER (account),
+  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither)
+`
+
+// command is a subcommand: it runs with its own arguments and prints its output to stdout.
+type command func(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error
+
+var commands = map[string]command{
+	"serve":            serve,
+	"keys rotate":      rotateKeys,
+	"outbox status":    outboxStatus,
+	"outbox republish": outboxRepublish,
+}
+
+// lookup finds the command named by the first one or two words of args, and returns it with the
+// rest of args.
+func lookup(args []string) (command, []string, bool) {
+	if len(args) == 0 {
+		return serve, nil, true
+	}
+	if len(args) >= 2 {
+		if c, ok := commands[args[0]+" "+args[1]]; ok {
+			return c, args[2:], true
+		}
+	}
+	c, ok := commands[args[0]]
+	return c, args[1:], ok
+}
+
+// usageError prints msg and the usage to stderr and returns errUsage.
+func usageError(stderr io.Writer, msg string) error {
+	fmt.Fprintf(stderr, "account: %s\n\n%s", msg, usage)
+	return errUsage
+}
+
+// run is the program: it reads the command from args and the configuration through getenv,
+// logs to stderr, prints a command's output to stdout, and returns when the command is done or,
+// for serve, when ctx is done or SIGINT/SIGTERM arrives (nil after a clean shutdown).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cmd, rest, ok := lookup(args)
+	if !ok {
+		return usageError(stderr, fmt.Sprintf("unknown command %q", strings.Join(args, " ")))
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := service.NewLogger(stderr, cfg.LogLevel)
+	err = cmd(ctx, cfg, log, rest, stdout)
+	var ue usageErr
+	if errors.As(err, &ue) {
+		return usageError(stderr, string(ue))
+	}
+	return err
+}
+
+// usageErr is returned by a command for arguments it does not take.
+type usageErr string
+
+func (e usageErr) Error() string { return string(e) }
+
+// noArgs refuses any argument, for commands that take none.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usageErr(fmt.Sprintf("unexpected arguments %q", strings.Join(args, " ")))
+	}
+	return nil
+}
+
+// config is account's configuration.
+type config struct {
+	service.Config
+	TokenTTL      time.Duration // TOKEN_TTL
+	TokenIssuer   string        // TOKEN_ISSUER
+	AdminEmail    string        // BOOTSTRAP_ADMIN_EMAIL
+	AdminPassword string        // BOOTSTRAP_ADMIN_PASSWORD; never logged
+}
+
+// Defaults of account's own settings.
+const (
+	defaultTokenTTL = 15 * time.Minute
+	maxTokenTTL     = 24 * time.Hour
+)
+
+// loadConfig reads the configuration through getenv, naming every invalid setting at once. It
+// never quotes the admin password.
+func loadConfig(getenv func(string) string) (config, error) {
+	base, err := service.LoadConfig(getenv, service.Config{
+		Name:        "account",
+		HTTPAddr:    "127.0.0.1:8081",
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/account?sslmode=disable",
+	})
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{
+		Config:        base,
+		TokenTTL:      defaultTokenTTL,
+		TokenIssuer:   service.DefaultIssuer,
+		AdminEmail:    strings.TrimSpace(getenv("BOOTSTRAP_ADMIN_EMAIL")),
+		AdminPassword: getenv("BOOTSTRAP_ADMIN_PASSWORD"),
+	}
+	var problems []string
+	if v := strings.TrimSpace(getenv("TOKEN_TTL")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > maxTokenTTL {
+			problems = append(problems, fmt.Sprintf("TOKEN_TTL %q: want a duration from 1s to %s, such as 15m", v, maxTokenTTL))
+		}
+		cfg.TokenTTL = d
+	}
+	if v := strings.TrimSpace(getenv("TOKEN_ISSUER")); v != "" {
+		cfg.TokenIssuer = v
+	}
+	switch {
+	case cfg.AdminEmail == "" && cfg.AdminPassword == "":
+	case cfg.AdminEmail == "" || cfg.AdminPassword == "":
+		problems = append(problems, "BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD must be set together")
+	default:
+		if msg := account.ValidateEmail(cfg.AdminEmail); msg != "" {
+			problems = append(problems, "BOOTSTRAP_ADMIN_EMAIL "+msg)
+		}
+		if msg := account.ValidatePassword(cfg.AdminPassword); msg != "" {
+			problems = append(problems, "BOOTSTRAP_ADMIN_PASSWORD "+msg)
+		}
+	}
+	if len(problems) > 0 {
+		return config{}, fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
+	}
+	return cfg, nil
+}
+
+// logAttrs is the configuration as logged at start: no passwords, no credentials in URLs.
+func (c config) logAttrs() []any {
+	return []any{
+		"addr", c.HTTPAddr,
+		"database", redactDatabase(c.DatabaseURL),
+		"nats", redactURL(c.NATSURL),
+		"log_level", c.LogLevel,
+		"token_ttl", c.TokenTTL.String(),
+		"token_issuer", c.TokenIssuer,
+		"bootstrap_admin", c.AdminEmail,
+	}
+}
+
+func redactDatabase(dsn string) string {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return "(unparsable)"
+	}
+	c := cfg.ConnConfig
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// redactURL hides the user information of u, which for NATS may be a token.
+func redactURL(raw string) string {
+	var out []string
+	for _, s := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			out = append(out, "(unparsable)")
+			continue
+		}
+		if u.User != nil {
+			u.User = url.User("redacted")
+		}
+		out = append(out, u.String())
+	}
+	return strings.Join(out, ",")
+}
