@@ -1,0 +1,148 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/replica"
+	"github.com/authmesh/events/web"
+	"github.com/google/uuid"
+)
+
+// ErrUnknownUser is returned by a Users whose source of truth lacks the user (account's own
+// database): the request is unauthenticated. A replica never returns it; it waits, then answers
+// replica.ErrLagging.
+var ErrUnknownUser = errors.New("unknown user")
+
+// Users gives the current state of a user, at least at version minVersion.
+type Users interface {
+	User(ctx context.Context, id uuid.UUID, minVersion int64) (events.User, error)
+}
+
+// Authenticator is the HTTP middleware of token authentication.
+type Authenticator struct {
+	verifier *Verifier
+	users    Users
+	log      *slog.Logger
+}
+
+// New returns an authenticator. A nil log discards.
+func New(v *Verifier, users Users, log *slog.Logger) *Authenticator {
+	return &Authenticator{verifier: v, users: users, log: orDiscard(log)}
+}
+
+// retryAfter is the Retry-After of the 503 answers: the replica usually catches up in
+// milliseconds, and a brief outage should not keep clients away for long.
+const retryAfter = time.Second
+
+// Require lets through only requests with a valid bearer token in the Authorization header, of an
+// active user, and puts the user in the request context (see UserFrom). It answers 401
+// unauthenticated with WWW-Authenticate: Bearer (and error="invalid_token" when a token was sent),
+// 403 user_disabled, or 503 replica_lagging with Retry-After when the replica lags or is stale
+// for the user.
+func (a *Authenticator) Require(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p := a.authenticate(r)
+		if p != nil {
+			p.Write(w)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(WithUser(r.Context(), u)))
+	})
+}
+
+// authenticate returns the user of r's token, or the problem to answer. It logs failures without
+// the token.
+func (a *Authenticator) authenticate(r *http.Request) (events.User, *web.Problem) {
+	ctx := r.Context()
+	token, sent := bearer(r.Header)
+	if token == "" {
+		if sent {
+			a.log.DebugContext(ctx, "authentication refused", "reason", "malformed authorization header")
+			return events.User{}, invalidToken()
+		}
+		return events.User{}, unauthenticated()
+	}
+	c, err := a.verifier.Verify(token)
+	if err != nil {
+		a.log.DebugContext(ctx, "authentication refused", "err", err)
+		return events.User{}, invalidToken()
+	}
+	id, err := uuid.Parse(c.Subject) // Verify checked it; this only converts
+	if err != nil {
+		return events.User{}, invalidToken()
+	}
+	u, err := a.users.User(ctx, id, c.Ver)
+	switch {
+	case errors.Is(err, ErrUnknownUser):
+		a.log.InfoContext(ctx, "authentication refused", "user_id", id, "err", err)
+		return events.User{}, invalidToken()
+	case errors.Is(err, replica.ErrLagging), errors.Is(err, replica.ErrStale):
+		a.log.InfoContext(ctx, "user not current in replica", "user_id", id, "ver", c.Ver, "err", err)
+		p := web.NewProblem(http.StatusServiceUnavailable, web.CodeReplicaLagging,
+			"the latest state of this user has not reached this service yet; retry shortly")
+		p.RetryAfter = retryAfter
+		return events.User{}, p
+	case err != nil:
+		level := slog.LevelError
+		if ctx.Err() != nil { // the client went away; nothing is wrong here
+			level = slog.LevelDebug
+		}
+		a.log.Log(ctx, level, "look up user", "user_id", id, "err", err)
+		return events.User{}, web.Unavailable("the user could not be looked up; retry shortly", retryAfter)
+	}
+	if !u.Active() {
+		a.log.InfoContext(ctx, "authentication refused", "user_id", id, "reason", "user disabled")
+		return events.User{}, web.NewProblem(http.StatusForbidden, web.CodeUserDisabled, "the user is disabled")
+	}
+	return u, nil
+}
+
+// bearer returns the token of the Authorization header (scheme Bearer, in any case), and whether
+// a bearer credential was sent at all. Only the header is read: a token in the query string or a
+// cookie would leak into logs and be open to CSRF. Several Authorization headers, or a Bearer
+// without a token, count as sent but give no token.
+func bearer(h http.Header) (token string, sent bool) {
+	vals := h.Values("Authorization")
+	if len(vals) == 0 {
+		return "", false
+	}
+	if len(vals) > 1 {
+		return "", true
+	}
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(rest), true
+}
+
+func unauthenticated() *web.Problem {
+	p := web.NewProblem(http.StatusUnauthorized, web.CodeUnauthenticated, "a bearer token is required")
+	p.Authenticate = "Bearer"
+	return p
+}
+
+func invalidToken() *web.Problem {
+	p := web.NewProblem(http.StatusUnauthorized, web.CodeUnauthenticated, "the access token is invalid or expired")
+	p.Authenticate = `Bearer error="invalid_token"`
+	return p
+}
+
+type ctxKey struct{}
+
+// UserFrom returns the authenticated user that Require put in ctx.
+func UserFrom(ctx context.Context) (events.User, bool) {
+	u, ok := ctx.Value(ctxKey{}).(events.User)
+	return u, ok
+}
+
+// WithUser returns ctx carrying u, as Require does; for tests of handlers.
+func WithUser(ctx context.Context, u events.User) context.Context {
+	return context.WithValue(ctx, ctxKey{}, u)
+}
