@@ -7,7 +7,7 @@ GO       ?= go
 # Build flags shared with the Dockerfiles: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check vet unit e2e clean
+.PHONY: all build run test fmt-check vet unit compose-check clean
 
 all: build
 
@@ -30,6 +30,11 @@ vet:
 
 unit:
 	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+# Validate the compose files (Debian's docker-compose package; no Docker engine needed).
+compose-check:
+	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f deploy/compose.cluster.yml config -q
 
 clean:
 	rm -rf bin tmp

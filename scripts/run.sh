@@ -25,6 +25,7 @@ done
 
 pids=()
 stop() {
+  local code=${1:-0}
   trap - INT TERM EXIT
   if [ ${#pids[@]} -gt 0 ]; then
     echo "stopping..."
@@ -32,8 +33,10 @@ stop() {
     wait "${pids[@]}" 2>/dev/null || true
   fi
   echo "stopped"
+  exit "$code"
 }
-trap stop INT TERM EXIT
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 start() { # name port
   local name=$1 port=$2
@@ -75,3 +78,4 @@ INFO
 # Exit when any service exits, or on Ctrl-C.
 wait -n "${pids[@]}" || true
 echo "a service exited; see $LOGS/" >&2
+exit 1

@@ -169,22 +169,27 @@ func (r *Replica) handle(ctx context.Context, msgs []jetstream.Msg) bool {
 // decode turns m into an item; a message that cannot be applied gets a reason.
 func decode(m jetstream.Msg, meta *jetstream.MsgMetadata) item {
 	it := item{msg: m, seq: meta.Sequence.Stream, delivered: meta.NumDelivered}
-	if err := json.Unmarshal(m.Data(), &it.event); err != nil {
-		it.reason = "decode: " + err.Error()
-		return it
+	it.event, it.reason = parse(m.Subject(), m.Data())
+	return it
+}
+
+// parse decodes and checks a message of the stream. A non-empty reason says why it cannot be
+// applied; the durable consumer, rebuilds, verify and retries all judge a message by it.
+func parse(subject string, data []byte) (e events.Event, reason string) {
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, "decode: " + err.Error()
 	}
-	if err := it.event.Validate(); err != nil {
-		it.reason = err.Error()
-		return it
+	if err := e.Validate(); err != nil {
+		return e, err.Error()
 	}
-	id, ok := events.SubjectUser(m.Subject())
+	id, ok := events.SubjectUser(subject)
 	switch {
 	case !ok:
-		it.reason = "subject names no user"
-	case id != it.event.User.ID:
-		it.reason = fmt.Sprintf("subject names user %s, payload user %s", id, it.event.User.ID)
+		return e, "subject names no user"
+	case id != e.User.ID:
+		return e, fmt.Sprintf("subject names user %s, payload user %s", id, e.User.ID)
 	}
-	return it
+	return e, ""
 }
 
 // deadLetter is the dead letter of it, with text made safe for a text column.

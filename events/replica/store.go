@@ -19,6 +19,9 @@ const Table = "replica_users"
 // notifyChannel is the channel on which every apply announces the ids of the users it changed.
 const notifyChannel = "replica_users"
 
+// notifyAll is the payload that wakes every waiter, sent when a rebuild swaps the table in.
+const notifyAll = "*"
+
 // Querier runs SQL: a pgx.Tx, a *pgx.Conn or a *pgxpool.Pool.
 type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)

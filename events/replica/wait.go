@@ -180,6 +180,8 @@ func (r *Replica) listenOnce(ctx context.Context, bo *retry.Backoff) error {
 		case err == nil:
 			if id, err := uuid.Parse(n.Payload); err == nil {
 				r.waiters.wake(id)
+			} else if n.Payload == notifyAll {
+				r.waiters.wakeAll()
 			}
 		case pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded):
 			// Quiet for a while: make sure the connection is still there.

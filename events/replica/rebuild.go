@@ -1,0 +1,345 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ShadowTable is the copy of Table that a rebuild fills before swapping it in. A copy left over by
+// an interrupted rebuild is dropped by the next one.
+const ShadowTable = Table + "_rebuild"
+
+// batchTable is the session's temporary table that a rebuild copies each batch of events into.
+const batchTable = "replica_rebuild_batch"
+
+// rebuildLock is the key of the advisory lock that lets one rebuild run at a time per database.
+const rebuildLock = 0x7265_6275_696c_64 // "rebuild"
+
+// mergeMargin is how far before the copy of the live table a partial rebuild looks for rows the
+// consumer changed: longer than any of its transactions, so that a row committed after the copy
+// by a transaction that started before it is merged too.
+const mergeMargin = time.Minute
+
+// ErrRebuildRunning means another rebuild holds the database's rebuild lock.
+var ErrRebuildRunning = errors.New("another rebuild is running on this database")
+
+// RebuildOptions says where a rebuild starts. With neither FromSeq nor Since, it is full: the new
+// copy starts empty and takes in the whole stream. With one of them, the copy starts from the
+// live replica and re-applies the stream from that point (repair after a database restore).
+type RebuildOptions struct {
+	FromSeq uint64    // first stream sequence to re-apply
+	Since   time.Time // re-apply the events stored at or after this time
+	// Progress, when set, is called after every batch written, from the goroutine that called
+	// Rebuild. Blocking in it holds up the rebuild.
+	Progress func(Progress)
+}
+
+// Progress is how far a rebuild or a verify has read.
+type Progress struct {
+	Done  uint64 // messages read and written
+	Total uint64 // messages to read, as far as known (0 until the first one arrives)
+}
+
+// RebuildResult is what a rebuild did.
+type RebuildResult struct {
+	Full    bool   // whether the copy started empty
+	LastSeq uint64 // the stream sequence the rebuild read up to
+	Read    uint64 // messages read from the stream
+	Applied uint64 // events that changed the copy (as applying them one by one would have)
+	Skipped uint64 // events not newer than the copy, plus Invalid ones
+	Invalid uint64 // messages that cannot be decoded or are invalid (dead letters' business)
+	Merged  uint64 // rows the consumer changed while the rebuild ran, taken into the copy at the swap
+	Elapsed time.Duration
+}
+
+// Rebuild builds a new copy of the replica from the stream and swaps it in, in one transaction,
+// while the service keeps serving and its consumer keeps applying.
+//
+// It reads the stream up to its last sequence at the start with an ordered consumer, applies the
+// events to the copy in batches with the version gate, then, holding an EXCLUSIVE lock on the live
+// table (reads go on, the consumer's writes wait), merges into the copy what the consumer applied
+// meanwhile and renames the copy into place. When ctx is done before the swap, the copy is dropped,
+// the live replica is untouched and ctx's error is returned. Only one rebuild runs at a time per
+// database: another gets ErrRebuildRunning.
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, opts RebuildOptions) (RebuildResult, error) {
+	start := time.Now()
+	if opts.FromSeq > 0 && !opts.Since.IsZero() {
+		return RebuildResult{}, errors.New("rebuild: FromSeq and Since are exclusive")
+	}
+	res := RebuildResult{Full: opts.FromSeq == 0 && opts.Since.IsZero()}
+
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		return res, fmt.Errorf("rebuild: acquire connection: %w", err)
+	}
+	// The connection holds the lock and the temporary table: it is closed, never reused.
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, int64(rebuildLock)).Scan(&locked); err != nil {
+		return res, fmt.Errorf("rebuild: lock: %w", err)
+	}
+	if !locked {
+		return res, ErrRebuildRunning
+	}
+	// The rebuild's own statements may take long (the copy of a big table); only waits for locks
+	// are bounded, so that the swap gives up rather than queue forever.
+	if _, err := conn.Exec(ctx, `SET statement_timeout = 0; SET lock_timeout = '10s'`); err != nil {
+		return res, fmt.Errorf("rebuild: session settings: %w", err)
+	}
+
+	stream, info, err := openStream(ctx, js)
+	if err != nil {
+		return res, err
+	}
+	res.LastSeq = info.State.LastSeq
+
+	copiedAt, err := createShadow(ctx, conn, !res.Full)
+	if err != nil {
+		return res, err
+	}
+	swapped := false
+	defer func() {
+		if swapped {
+			return
+		}
+		// Interrupted or failed: the live table was never touched; the copy goes.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(cctx, `DROP TABLE IF EXISTS `+ShadowTable)
+	}()
+
+	r := streamRange{fromSeq: opts.FromSeq, fromTime: opts.Since, last: res.LastSeq}
+	if res.Full {
+		r.fromSeq = 0
+	}
+	if err := fill(ctx, conn, stream, r, opts.Progress, &res); err != nil {
+		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	merged, err := swap(ctx, conn, res.LastSeq, res.Full, copiedAt)
+	if err != nil {
+		return res, err
+	}
+	swapped = true
+	res.Merged = merged
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// createShadow creates ShadowTable shaped like Table, dropping a leftover first, and for a partial
+// rebuild copies the live rows into it. It returns the database's time at the copy.
+func createShadow(ctx context.Context, conn *pgx.Conn, copyLive bool) (time.Time, error) {
+	const create = `DROP TABLE IF EXISTS ` + ShadowTable + `;
+		CREATE TABLE ` + ShadowTable + ` (LIKE ` + Table + ` INCLUDING ALL);
+		CREATE TEMP TABLE IF NOT EXISTS ` + batchTable + ` (
+			seq          bigint NOT NULL,
+			id           uuid NOT NULL,
+			email        text NOT NULL,
+			display_name text NOT NULL,
+			roles        text[] NOT NULL,
+			status       text NOT NULL,
+			version      bigint NOT NULL
+		) ON COMMIT DELETE ROWS`
+	const copyRows = `INSERT INTO ` + ShadowTable + ` SELECT * FROM ` + Table
+	var at time.Time
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, create); err != nil {
+			return fmt.Errorf("create %s: %w", ShadowTable, err)
+		}
+		// now() is the transaction's start, before the copy's snapshot.
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&at); err != nil {
+			return fmt.Errorf("create %s: %w", ShadowTable, err)
+		}
+		if !copyLive {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, copyRows); err != nil {
+			return fmt.Errorf("copy %s into %s: %w", Table, ShadowTable, err)
+		}
+		return nil
+	})
+	return at, err
+}
+
+// fill reads r from the stream and applies it to ShadowTable. Reading and decoding run in a
+// goroutine of their own while the batches are written, so that both go at once.
+func fill(ctx context.Context, conn *pgx.Conn, s jetstream.Stream, r streamRange, progress func(Progress), res *RebuildResult) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []message, 2)
+	var total uint64
+	var mu sync.Mutex // guards total, set by the reader
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(batches)
+		readErr = readStream(ctx, s, r, func(seq uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			total = r.last - seq + 1
+		}, func(b []message) error {
+			select {
+			case batches <- b:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	})
+	var writeErr error
+	for b := range batches {
+		if writeErr != nil {
+			continue // drain, so that the reader is not left blocked
+		}
+		if writeErr = writeBatch(ctx, conn, b, res); writeErr != nil {
+			cancel()
+			continue
+		}
+		if progress != nil {
+			mu.Lock()
+			p := Progress{Done: res.Read, Total: max(total, res.Read)}
+			mu.Unlock()
+			progress(p)
+		}
+	}
+	wg.Wait()
+	if writeErr != nil {
+		return writeErr
+	}
+	return readErr
+}
+
+// writeBatch applies one batch to ShadowTable in one transaction: COPY into the temporary table,
+// then one gated upsert of the newest state per user. Counting applied events the way one by one
+// application would (newer than the row and than the user's earlier events in the batch) reads
+// the copy as it was before the upsert, which a data-modifying WITH guarantees.
+func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildResult) error {
+	const upsert = `WITH batch AS (
+		SELECT id, version, max(version) OVER (PARTITION BY id ORDER BY seq
+			ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier
+		FROM ` + batchTable + `),
+	newest AS (
+		SELECT DISTINCT ON (id) seq, id, email, display_name, roles, status, version
+		FROM ` + batchTable + ` ORDER BY id, version DESC, seq),
+	upserted AS (
+		INSERT INTO ` + ShadowTable + ` AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
+		SELECT id, email, display_name, roles, status, version, seq, now() FROM newest
+		ON CONFLICT (id) DO UPDATE SET
+			email = EXCLUDED.email,
+			display_name = EXCLUDED.display_name,
+			roles = EXCLUDED.roles,
+			status = EXCLUDED.status,
+			version = EXCLUDED.version,
+			stream_seq = EXCLUDED.stream_seq,
+			updated_at = EXCLUDED.updated_at
+		WHERE u.version < EXCLUDED.version
+		RETURNING 1)
+	SELECT count(*) FROM batch b LEFT JOIN ` + ShadowTable + ` r ON r.id = b.id
+	WHERE (b.earlier IS NULL OR b.version > b.earlier) AND (r.version IS NULL OR b.version > r.version)`
+
+	rows := make([][]any, 0, len(b))
+	for _, m := range b {
+		if m.reason != "" {
+			continue
+		}
+		u := m.event.User
+		rows = append(rows, []any{int64(m.seq), u.ID, u.Email, u.DisplayName, u.Roles, u.Status, u.Version})
+	}
+	var applied int64
+	if len(rows) > 0 {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			cols := []string{"seq", "id", "email", "display_name", "roles", "status", "version"}
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{batchTable}, cols, pgx.CopyFromRows(rows)); err != nil {
+				return fmt.Errorf("copy batch: %w", err)
+			}
+			if err := tx.QueryRow(ctx, upsert).Scan(&applied); err != nil {
+				return fmt.Errorf("apply batch: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("rebuild: seq %d-%d: %w", b[0].seq, b[len(b)-1].seq, err)
+		}
+	}
+	invalid := uint64(len(b) - len(rows))
+	res.Read += uint64(len(b))
+	res.Invalid += invalid
+	res.Applied += uint64(applied)
+	res.Skipped += uint64(len(rows)) - uint64(applied) + invalid
+	return nil
+}
+
+// swap puts ShadowTable in the place of Table in one transaction and returns how many live rows
+// it merged. Under an EXCLUSIVE lock on Table, which lets reads go on and makes the consumer's
+// writes wait, it merges into the copy, with the version gate, the live rows the consumer set
+// from events after last (and, for a partial rebuild, every row it changed since the copy, which
+// may be older events it was still catching up on); then it drops Table, renames the copy and its
+// indexes to the live names (so that the next rebuild's names are free), and wakes every waiter
+// of User. The consumer's statements name Table, so they go on against the new table.
+func swap(ctx context.Context, conn *pgx.Conn, last uint64, full bool, copiedAt time.Time) (uint64, error) {
+	const merge = `INSERT INTO ` + ShadowTable + ` AS u
+		SELECT * FROM ` + Table + ` l WHERE l.stream_seq > $1 OR (NOT $2 AND l.updated_at >= $3)
+		ON CONFLICT (id) DO UPDATE SET
+			email = EXCLUDED.email,
+			display_name = EXCLUDED.display_name,
+			roles = EXCLUDED.roles,
+			status = EXCLUDED.status,
+			version = EXCLUDED.version,
+			stream_seq = EXCLUDED.stream_seq,
+			updated_at = EXCLUDED.updated_at
+		WHERE u.version < EXCLUDED.version`
+	const indexes = `SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = '` + Table + `'::regclass`
+	var merged uint64
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+Table+` IN EXCLUSIVE MODE`); err != nil {
+			return fmt.Errorf("lock %s: %w", Table, err)
+		}
+		tag, err := tx.Exec(ctx, merge, int64(last), full, copiedAt.Add(-mergeMargin))
+		if err != nil {
+			return fmt.Errorf("merge %s into %s: %w", Table, ShadowTable, err)
+		}
+		merged = uint64(tag.RowsAffected())
+		if _, err := tx.Exec(ctx, `DROP TABLE `+Table+`; ALTER TABLE `+ShadowTable+` RENAME TO `+Table); err != nil {
+			return fmt.Errorf("swap %s for %s: %w", ShadowTable, Table, err)
+		}
+		rows, err := tx.Query(ctx, indexes)
+		if err != nil {
+			return fmt.Errorf("list indexes of %s: %w", Table, err)
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("list indexes of %s: %w", Table, err)
+		}
+		for _, name := range names {
+			if !strings.HasPrefix(name, ShadowTable) {
+				continue
+			}
+			to := Table + strings.TrimPrefix(name, ShadowTable)
+			rename := `ALTER INDEX ` + pgx.Identifier{name}.Sanitize() + ` RENAME TO ` + pgx.Identifier{to}.Sanitize()
+			if _, err := tx.Exec(ctx, rename); err != nil {
+				return fmt.Errorf("rename index %s: %w", name, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify('`+notifyChannel+`', '`+notifyAll+`')`); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
+		return nil
+	})
+	return merged, err
+}
