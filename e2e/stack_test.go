@@ -295,3 +295,21 @@ func eventually(t *testing.T, status int, what string, call func() response) res
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Command runs an operator subcommand of a service's binary with the service's environment and
+// returns its output and exit code.
+func (s *stack) Command(name string, args ...string) (out string, code int) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, name), args...)
+	cmd.Env = append(os.Environ(), s.env[name]...)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(b), ee.ExitCode()
+		}
+		s.t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return string(b), 0
+}
