@@ -18,9 +18,15 @@ import (
 
 const lockKey = 7_514_225_001 // any constant shared by every instance
 
-// Apply applies the *.sql files of fsys that are not yet recorded under set, in name order. A set
-// names one group of migrations (a service's own, or a shared library's), so groups never collide.
-func Apply(ctx context.Context, pool *pgxpool.Pool, set string, fsys fs.FS) error {
+// Apply applies the *.sql files in the directory dir of fsys (typically the embed.FS of
+// "//go:embed migrations/*.sql" and "migrations") that are not yet recorded under set, in name
+// order. A migration is recorded by its file name alone. A set names one group of migrations (a
+// service's own, or a shared library's), so groups never collide.
+func Apply(ctx context.Context, pool *pgxpool.Pool, set string, fsys fs.FS, dir string) error {
+	fsys, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("migrations of %s: %w", set, err)
+	}
 	names, err := fs.Glob(fsys, "*.sql")
 	if err != nil {
 		return fmt.Errorf("list migrations: %w", err)

@@ -16,7 +16,6 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/authmesh/events"
@@ -33,11 +32,7 @@ var migrations embed.FS
 
 // Migrate creates or updates the outbox table in the service's database.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("outbox migrations: %w", err)
-	}
-	return migrate.Apply(ctx, pool, "outbox", sub)
+	return migrate.Apply(ctx, pool, "outbox", migrations, "migrations")
 }
 
 // Add writes e to the outbox inside tx, the transaction of the change e records. It refuses an

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -202,11 +203,16 @@ func fill(ctx context.Context, conn *pgx.Conn, s jetstream.Stream, r streamRange
 		})
 	})
 	var writeErr error
+	var inWrite time.Duration
+	defer func() { fmt.Println("DEBUG time in writeBatch:", inWrite) }()
 	for b := range batches {
+		t0 := time.Now()
 		if writeErr != nil {
 			continue // drain, so that the reader is not left blocked
 		}
-		if writeErr = writeBatch(ctx, conn, b, res); writeErr != nil {
+		writeErr = writeBatch(ctx, conn, b, res)
+		inWrite += time.Since(t0)
+		if writeErr != nil {
 			cancel()
 			continue
 		}
@@ -249,8 +255,7 @@ func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildRe
 			updated_at = EXCLUDED.updated_at
 		WHERE u.version < EXCLUDED.version
 		RETURNING 1)
-	SELECT count(*) FROM batch b LEFT JOIN ` + ShadowTable + ` r ON r.id = b.id
-	WHERE (b.earlier IS NULL OR b.version > b.earlier) AND (r.version IS NULL OR b.version > r.version)`
+	SELECT count(*) FROM upserted`
 
 	rows := make([][]any, 0, len(b))
 	for _, m := range b {
@@ -258,7 +263,8 @@ func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildRe
 			continue
 		}
 		u := m.event.User
-		rows = append(rows, []any{int64(m.seq), u.ID, u.Email, u.DisplayName, u.Roles, u.Status, u.Version})
+		// pgtype.UUID is copied as 16 bytes; uuid.UUID would go through its text form.
+		rows = append(rows, []any{int64(m.seq), pgtype.UUID{Bytes: u.ID, Valid: true}, u.Email, u.DisplayName, u.Roles, u.Status, u.Version})
 	}
 	var applied int64
 	if len(rows) > 0 {
@@ -272,6 +278,10 @@ func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildRe
 			}
 			return nil
 		})
+		if err != nil && !transient(err) {
+			// An event the database refuses (a NUL in a string, a constraint): find it.
+			return writeOneByOne(ctx, conn, b, res)
+		}
 		if err != nil {
 			return fmt.Errorf("rebuild: seq %d-%d: %w", b[0].seq, b[len(b)-1].seq, err)
 		}
@@ -342,4 +352,35 @@ func swap(ctx context.Context, conn *pgx.Conn, last uint64, full bool, copiedAt 
 		return nil
 	})
 	return merged, err
+}
+
+// writeOneByOne applies the events of b to ShadowTable one transaction each, counting the ones the
+// database refuses (data exception, constraint) as invalid, as the consumer dead-letters them.
+func writeOneByOne(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildResult) error {
+	for _, m := range b {
+		res.Read++
+		if m.reason != "" {
+			res.Invalid++
+			res.Skipped++
+			continue
+		}
+		var changed bool
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var err error
+			changed, err = ApplyTo(ctx, tx, ShadowTable, m.seq, m.event)
+			return err
+		})
+		switch {
+		case err != nil && transient(err):
+			return fmt.Errorf("rebuild: %w", err)
+		case err != nil:
+			res.Invalid++
+			res.Skipped++
+		case changed:
+			res.Applied++
+		default:
+			res.Skipped++
+		}
+	}
+	return nil
 }

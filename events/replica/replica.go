@@ -18,8 +18,6 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -72,11 +70,7 @@ var migrations embed.FS
 
 // Migrate creates or updates the replica's tables in the service's database.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("replica migrations: %w", err)
-	}
-	return migrate.Apply(ctx, pool, "replica", sub)
+	return migrate.Apply(ctx, pool, "replica", migrations, "migrations")
 }
 
 // New returns a replica; it creates the durable consumer if absent. Call Run to start applying.

@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 
 	"github.com/authmesh/account/internal/account"
@@ -24,11 +23,7 @@ var migrations embed.FS
 
 // Migrate applies account's schema and the outbox's to the database of pool.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if err := migrate.Apply(ctx, pool, "account", fsys); err != nil {
+	if err := migrate.Apply(ctx, pool, "account", migrations, "migrations"); err != nil {
 		return err
 	}
 	if err := outbox.Migrate(ctx, pool); err != nil {

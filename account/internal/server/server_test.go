@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +10,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/account/internal/password"
-	"github.com/authmesh/account/internal/postgres"
-	"github.com/google/uuid"
 )
 
 func TestWriteError(t *testing.T) {
@@ -57,38 +53,6 @@ func TestWriteError(t *testing.T) {
 	writeError(w, httptest.NewRequest("GET", "/", nil).WithContext(ctx), log, context.Canceled)
 	if w.Code != http.StatusServiceUnavailable {
 		t.Errorf("cancelled request: status %d, want 503", w.Code)
-	}
-}
-
-func TestCursor(t *testing.T) {
-	t.Parallel()
-	c := postgres.Cursor{CreatedAt: time.Date(2026, 11, 28, 9, 0, 0, 123456000, time.UTC), ID: uuid.New()}
-	got, err := decodeCursor(encodeCursor(c))
-	if err != nil || !got.CreatedAt.Equal(c.CreatedAt) || got.ID != c.ID {
-		t.Errorf("decodeCursor(encodeCursor(%v)) = %v, %v", c, got, err)
-	}
-	enc := base64.RawURLEncoding.EncodeToString
-	for _, bad := range []string{
-		"!!!", "Zm9v", enc([]byte("123")), enc([]byte("abc." + uuid.NewString())), enc([]byte("-5." + uuid.NewString())),
-		enc([]byte("123.not-a-uuid-but-36-characters-lo")), enc([]byte("999999999999999999." + uuid.NewString())),
-	} {
-		if _, err := decodeCursor(bad); err == nil {
-			t.Errorf("decodeCursor(%q) accepted", bad)
-		}
-	}
-}
-
-func TestParseLimit(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]int{"": 20, "1": 1, "100": 100, "37": 37} {
-		if got, err := parseLimit(in); err != nil || got != want {
-			t.Errorf("parseLimit(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"0", "101", "-1", "abc", "1e2", " 5", "99999999999999999999"} {
-		if _, err := parseLimit(in); err == nil {
-			t.Errorf("parseLimit(%q) accepted", in)
-		}
 	}
 }
 

@@ -1,13 +1,10 @@
 package server
 
 import (
-	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/account/internal/password"
@@ -15,7 +12,6 @@ import (
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/web"
-	"github.com/google/uuid"
 )
 
 // registerRequest is the body of POST /v1/users.
@@ -112,92 +108,32 @@ func handleGetUser(log *slog.Logger, store *postgres.Store) http.Handler {
 	})
 }
 
-// List paging.
-const (
-	defaultLimit = 20
-	maxLimit     = 100
-)
-
 // handleListUsers lists users oldest first, a page at a time.
 func handleListUsers(log *slog.Logger, store *postgres.Store) http.Handler {
-	type response struct {
-		Items      []userJSON `json:"items"`
-		NextCursor string     `json:"next_cursor,omitempty"`
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		limit, err := parseLimit(q.Get("limit"))
+		page, err := web.ParsePage(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		after, err := decodeCursor(q.Get("cursor"))
+		var after postgres.Cursor // the zero Cursor starts from the first user
+		if page.After != nil {
+			after = postgres.Cursor(*page.After)
+		}
+		// One user more than the page tells whether another page follows.
+		list, err := store.ListUsers(r.Context(), after, page.Limit+1)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		list, err := store.ListUsers(r.Context(), after, limit+1)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		resp := response{Items: []userJSON{}}
-		if len(list) > limit {
-			list = list[:limit]
+		var next *web.Cursor
+		if len(list) > page.Limit {
+			list = list[:page.Limit]
 			last := list[len(list)-1]
-			resp.NextCursor = encodeCursor(postgres.Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+			next = &web.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
 		}
-		for _, u := range list {
-			resp.Items = append(resp.Items, toJSON(u))
-		}
-		web.Encode(w, http.StatusOK, resp)
+		web.Encode(w, http.StatusOK, web.NewList(list, next, toJSON))
 	})
-}
-
-func parseLimit(s string) (int, error) {
-	if s == "" {
-		return defaultLimit, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > maxLimit {
-		return 0, web.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", maxLimit))
-	}
-	return n, nil
-}
-
-// A cursor is base64url("<created_at in Unix microseconds>.<id>"): the position of the last user
-// of the previous page. Postgres keeps microseconds, so the position is exact.
-
-func encodeCursor(c postgres.Cursor) string {
-	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%d.%s", c.CreatedAt.UnixMicro(), c.ID))
-}
-
-func decodeCursor(s string) (postgres.Cursor, error) {
-	if s == "" {
-		return postgres.Cursor{}, nil
-	}
-	bad := web.BadRequest("cursor is not one this service gave")
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return postgres.Cursor{}, bad
-	}
-	micros, idText, ok := strings.Cut(string(raw), ".")
-	if !ok || len(idText) != 36 {
-		return postgres.Cursor{}, bad
-	}
-	us, err := strconv.ParseInt(micros, 10, 64)
-	if err != nil || us <= 0 {
-		return postgres.Cursor{}, bad
-	}
-	id, err := uuid.Parse(idText)
-	if err != nil {
-		return postgres.Cursor{}, bad
-	}
-	at := time.UnixMicro(us).UTC()
-	if at.Year() > 9999 { // beyond what Postgres or RFC 3339 can hold
-		return postgres.Cursor{}, bad
-	}
-	return postgres.Cursor{CreatedAt: at, ID: id}, nil
 }
 
 // rolesRequest is the body of PUT /v1/users/{id}/roles.

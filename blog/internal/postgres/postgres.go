@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -26,11 +25,7 @@ var migrations embed.FS
 
 // Migrate creates or updates the blog's own tables.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	return migrate.Apply(ctx, pool, "blog", fsys)
+	return migrate.Apply(ctx, pool, "blog", migrations, "migrations")
 }
 
 // Store reads and writes posts. It is safe for concurrent use.

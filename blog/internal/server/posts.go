@@ -58,10 +58,6 @@ func handleCreatePost(log *slog.Logger, store *postgres.Store) http.Handler {
 }
 
 func handleListPosts(log *slog.Logger, store *postgres.Store) http.Handler {
-	type response struct {
-		Items      []post `json:"items"`
-		NextCursor string `json:"next_cursor,omitempty"`
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q, err := pageQuery(r)
 		if err != nil {
@@ -73,14 +69,7 @@ func handleListPosts(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		resp := response{Items: make([]post, len(page.Posts))}
-		for i, p := range page.Posts {
-			resp.Items[i] = toJSON(p)
-		}
-		if page.Next != nil {
-			resp.NextCursor = formatCursor(*page.Next)
-		}
-		web.Encode(w, http.StatusOK, resp)
+		web.Encode(w, http.StatusOK, web.NewList(page.Posts, (*web.Cursor)(page.Next), toJSON))
 	})
 }
 

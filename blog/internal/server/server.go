@@ -4,13 +4,9 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/authmesh/blog/internal/blog"
@@ -33,12 +29,6 @@ func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.Ser
 	addRoutes(mux, log, store, authn)
 	return mux
 }
-
-// Page sizes of lists.
-const (
-	defaultLimit = 20
-	maxLimit     = 100
-)
 
 // post is the JSON of a post.
 type post struct {
@@ -72,62 +62,22 @@ func postID(r *http.Request) (uuid.UUID, error) {
 	return id, nil
 }
 
-// pageQuery reads ?author_id=, ?limit= and ?cursor=; anything malformed is a 400.
+// pageQuery reads ?author_id=, then ?limit= and ?cursor= (web.ParsePage); anything malformed is
+// a 400. A blog.Key has the fields of a web.Cursor, so the position converts as it is.
 func pageQuery(r *http.Request) (blog.Query, error) {
-	v := r.URL.Query()
-	q := blog.Query{Limit: defaultLimit}
-	if s := v.Get("author_id"); s != "" {
+	var author uuid.UUID
+	if s := r.URL.Query().Get("author_id"); s != "" {
 		id, err := uuid.Parse(s)
 		if err != nil {
 			return blog.Query{}, web.BadRequest("author_id must be a UUID")
 		}
-		q.AuthorID = id
+		author = id
 	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxLimit {
-			return blog.Query{}, web.BadRequest(fmt.Sprintf("limit must be an integer from 1 to %d", maxLimit))
-		}
-		q.Limit = n
-	}
-	if s := v.Get("cursor"); s != "" {
-		k, err := parseCursor(s)
-		if err != nil {
-			return blog.Query{}, web.BadRequest("cursor is not one this server gave")
-		}
-		q.After = &k
-	}
-	return q, nil
-}
-
-// A cursor is the base64url (unpadded) of the sort key of the last post of a page:
-// "<created_at RFC 3339 with nanoseconds> <id>". Clients treat it as opaque.
-
-func formatCursor(k blog.Key) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(k.CreatedAt.UTC().Format(time.RFC3339Nano) + " " + k.ID.String()))
-}
-
-func parseCursor(s string) (blog.Key, error) {
-	if len(s) > 128 {
-		return blog.Key{}, errors.New("cursor too long")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	page, err := web.ParsePage(r)
 	if err != nil {
-		return blog.Key{}, err
+		return blog.Query{}, err
 	}
-	ts, id, ok := strings.Cut(string(b), " ")
-	if !ok {
-		return blog.Key{}, errors.New("cursor without id")
-	}
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return blog.Key{}, err
-	}
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return blog.Key{}, err
-	}
-	return blog.Key{CreatedAt: t, ID: u}, nil
+	return blog.Query{AuthorID: author, After: (*blog.Key)(page.After), Limit: page.Limit}, nil
 }
 
 // fieldErrors converts the blog's field errors to the contract's.

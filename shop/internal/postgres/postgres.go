@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -25,11 +24,7 @@ var migrations embed.FS
 
 // Migrate applies the shop's own migrations (not the replica's).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	return migrate.Apply(ctx, pool, "shop", fsys)
+	return migrate.Apply(ctx, pool, "shop", migrations, "migrations")
 }
 
 // Store reads and writes the shop's tables. It is safe for concurrent use.

@@ -218,7 +218,7 @@ func handleListOrders(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		web.Encode(w, http.StatusOK, newList(orders, next, toOrder))
+		web.Encode(w, http.StatusOK, web.NewList(orders, (*web.Cursor)(next), toOrder))
 	})
 }
 

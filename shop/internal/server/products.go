@@ -65,7 +65,7 @@ func handleListProducts(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		web.Encode(w, http.StatusOK, newList(ps, next, toProduct))
+		web.Encode(w, http.StatusOK, web.NewList(ps, (*web.Cursor)(next), toProduct))
 	})
 }
 

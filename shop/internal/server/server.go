@@ -74,6 +74,16 @@ func pathID(r *http.Request, what string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// parsePage reads ?limit= and ?cursor= as web.ParsePage does. A shop.Cursor has the fields of a
+// web.Cursor, so the position converts as it is.
+func parsePage(r *http.Request) (shop.Page, error) {
+	p, err := web.ParsePage(r)
+	if err != nil {
+		return shop.Page{}, err
+	}
+	return shop.Page{Limit: p.Limit, After: (*shop.Cursor)(p.After)}, nil
+}
+
 // writeError answers a failed request: problems as they are, the store's errors with their
 // status, and anything else, logged in full, as a generic 500.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
