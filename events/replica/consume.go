@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/authmesh/events/internal/retry"
 	"strings"
 	"time"
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/internal/retry"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"

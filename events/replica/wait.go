@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/authmesh/events/internal/retry"
 	"sync"
 	"time"
 
 	"github.com/authmesh/events"
+	"github.com/authmesh/events/internal/retry"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 )
