@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authmesh/e2e/apitest"
 )
 
 // kid returns the kid in a token's header.
@@ -33,7 +35,7 @@ func TestKeyRotation(t *testing.T) {
 	s := newStack(t)
 	_, before := register(t, s, "rot@example.com", "Rot")
 
-	out, code := s.Command("account", "keys", "rotate")
+	out, code := command(t, s, "account", "keys", "rotate")
 	if code != 0 {
 		t.Fatalf("account keys rotate: exit %d\n%s", code, out)
 	}
@@ -42,7 +44,7 @@ func TestKeyRotation(t *testing.T) {
 	var after string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		after = login(t, s, "rot@example.com", "correct horse battery")
+		after = login(t, s, "rot@example.com", apitest.Password)
 		if kid(t, after) != kid(t, before) {
 			break
 		}
@@ -52,13 +54,13 @@ func TestKeyRotation(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 
-	jwks := call(t, "GET", s.URL["account"]+"/.well-known/jwks.json", "", nil).want(t, http.StatusOK, "jwks")
+	jwks := apitest.Call(t, "GET", s.URL["account"]+"/.well-known/jwks.json", "", nil).Want(t, http.StatusOK, "jwks")
 	if keys, _ := jwks.Body["keys"].([]any); len(keys) != 2 {
 		t.Fatalf("jwks after a rotation = %s, want the old and the new key", jwks.Raw)
 	}
 	for name, tok := range map[string]string{"old": before, "new": after} {
-		call(t, "POST", s.URL["blog"]+"/v1/posts", tok, map[string]any{"title": name, "body": "signed with the " + name + " key"}).
-			want(t, http.StatusCreated, "blog accepts the "+name+" key")
-		call(t, "GET", s.URL["shop"]+"/v1/orders", tok, nil).want(t, http.StatusOK, "shop accepts the "+name+" key")
+		apitest.Call(t, "POST", s.URL["blog"]+"/v1/posts", tok, map[string]any{"title": name, "body": "signed with the " + name + " key"}).
+			Want(t, http.StatusCreated, "blog accepts the "+name+" key")
+		apitest.Call(t, "GET", s.URL["shop"]+"/v1/orders", tok, nil).Want(t, http.StatusOK, "shop accepts the "+name+" key")
 	}
 }

@@ -1,0 +1,315 @@
+// Package stack runs the whole system for end-to-end tests: the account, blog and shop binaries
+// built from this workspace, started as processes on free local ports against a private embedded
+// NATS server and fresh databases on the test Postgres server (TEST_DATABASE_URL, as in
+// events/pgtest). Nothing it starts touches the shared NATS server or the services' own
+// databases.
+//
+// New starts a stack and Close stops it; ForTest does both around one test. Between them a test
+// may stop and start a service (Stop, Start) or NATS (NATS.Stop, NATS.Start), and run a
+// service's operator commands with the service's environment (Cmd).
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Services lists the binaries in start order: account publishes the keys the others wait for.
+var Services = []string{"account", "blog", "shop"}
+
+// Bounds on the processes: a service must be ready, and exit after SIGTERM, within these.
+const (
+	readyTimeout = 30 * time.Second
+	stopTimeout  = 30 * time.Second
+)
+
+// Options configure New. The zero value is usable.
+type Options struct {
+	// BinDir holds the account, blog and shop binaries (see Build). When empty, New builds them
+	// into a temporary directory that Close removes.
+	BinDir string
+	// AdminEmail and AdminPassword are account's bootstrap admin (default admin@example.com and
+	// admin-password, as `make run` and docker-compose use).
+	AdminEmail, AdminPassword string
+	// LogLevel is every service's LOG_LEVEL (default debug: the logs are shown when a test fails).
+	LogLevel string
+	// Env is added to every service's environment, after the stack's own variables.
+	Env []string
+}
+
+// Stack is the system running as processes. URL, Env and the admin's credentials are fixed for
+// its lifetime; a service stopped and started again keeps its address, database and log.
+type Stack struct {
+	// URL is the base URL of each service, e.g. URL["blog"] = "http://127.0.0.1:41234".
+	URL map[string]string
+	// Env is each service's environment on top of the test process's own: HTTP_ADDR,
+	// DATABASE_URL, NATS_URL, LOG_LEVEL (and account's bootstrap admin).
+	Env map[string][]string
+	// NATS is the private NATS server the services use.
+	NATS *NATS
+	// AdminEmail and AdminPassword log in as the bootstrap admin.
+	AdminEmail, AdminPassword string
+
+	bin    string
+	ownBin bool
+	dbs    []string
+
+	mu    sync.Mutex
+	procs map[string]*process
+	logs  map[string]*buffer
+}
+
+// process is one running service and the channel its exit status arrives on.
+type process struct {
+	cmd  *exec.Cmd
+	done chan error // receives cmd.Wait's result once
+}
+
+// New builds the binaries unless opts.BinDir has them, starts NATS, creates one database per
+// service, and starts the services in order, each ready (GET /readyz = 200) before the next.
+// On error it stops whatever it started. An unreachable Postgres server is reported as an error
+// wrapping ErrNoPostgres. The caller must Close the stack.
+func New(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if opts.AdminEmail == "" {
+		opts.AdminEmail = "admin@example.com"
+	}
+	if opts.AdminPassword == "" {
+		opts.AdminPassword = "admin-password"
+	}
+	if opts.LogLevel == "" {
+		opts.LogLevel = "debug"
+	}
+	s := &Stack{
+		URL:           map[string]string{},
+		Env:           map[string][]string{},
+		AdminEmail:    opts.AdminEmail,
+		AdminPassword: opts.AdminPassword,
+		bin:           opts.BinDir,
+		procs:         map[string]*process{},
+		logs:          map[string]*buffer{},
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Close())
+		}
+	}()
+
+	if s.bin == "" {
+		if s.bin, err = os.MkdirTemp("", "authmesh-e2e-bin-"); err != nil {
+			return nil, err
+		}
+		s.ownBin = true
+		if err := Build(ctx, s.bin); err != nil {
+			return nil, err
+		}
+	}
+	if s.NATS, err = startNATS(); err != nil {
+		return nil, err
+	}
+	for _, name := range Services {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		db, err := createDatabase(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.dbs = append(s.dbs, db.name)
+		s.URL[name] = "http://" + addr
+		s.Env[name] = []string{
+			"HTTP_ADDR=" + addr,
+			"DATABASE_URL=" + db.url,
+			"NATS_URL=" + s.NATS.URL,
+			"LOG_LEVEL=" + opts.LogLevel,
+		}
+		if name == "account" {
+			s.Env[name] = append(s.Env[name],
+				"BOOTSTRAP_ADMIN_EMAIL="+opts.AdminEmail, "BOOTSTRAP_ADMIN_PASSWORD="+opts.AdminPassword)
+		}
+		s.Env[name] = append(s.Env[name], opts.Env...)
+		s.logs[name] = &buffer{}
+	}
+	for _, name := range Services {
+		if err := s.Start(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close stops the services (SIGTERM; each must exit 0) and NATS, drops the databases and removes
+// the binaries New built. It returns every problem it met, after doing all of it.
+func (s *Stack) Close() error {
+	var errs []error
+	for i := len(Services) - 1; i >= 0; i-- {
+		if err := s.Stop(Services[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.NATS != nil {
+		s.NATS.close()
+	}
+	for _, db := range s.dbs {
+		if err := dropDatabase(db); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.ownBin && s.bin != "" {
+		if err := os.RemoveAll(s.bin); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start starts a service that is not running and waits until its /readyz answers 200.
+func (s *Stack) Start(ctx context.Context, name string) error {
+	s.mu.Lock()
+	running := s.procs[name] != nil
+	s.mu.Unlock()
+	if running {
+		return fmt.Errorf("start %s: already running", name)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, name))
+	cmd.Env = append(os.Environ(), s.Env[name]...)
+	cmd.Stdout, cmd.Stderr = s.logs[name], s.logs[name]
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	return s.waitReady(ctx, name, p)
+}
+
+// waitReady polls the service's /readyz until it answers 200, the process exits, or readyTimeout
+// passes.
+func (s *Stack) waitReady(ctx context.Context, name string, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL[name]+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err // for Stop
+			return fmt.Errorf("%s exited while starting (%v); log tail:\n%s", name, err, tail(s.Log(name), 30))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready within %s; log tail:\n%s", name, readyTimeout, tail(s.Log(name), 30))
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop sends SIGTERM to a running service and waits for it to exit. It reports an exit status
+// other than 0, and kills a process that has not exited within 30 seconds. Stopping a service
+// that is not running does nothing.
+func (s *Stack) Stop(name string) error {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.procs[name] = nil
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return fmt.Errorf("%s exited with %v after SIGTERM, want 0", name, err)
+		}
+		return nil
+	case <-timer.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not exit within %s of SIGTERM; killed", name, stopTimeout)
+	}
+}
+
+// Cmd returns the command that runs a service's binary with args (an operator command such as
+// "replica verify") in the service's environment. The caller runs it; ctx kills it.
+func (s *Stack) Cmd(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, name), args...)
+	cmd.Env = append(os.Environ(), s.Env[name]...)
+	return cmd
+}
+
+// Log returns what a service has written to stdout and stderr so far, over all its starts.
+func (s *Stack) Log(name string) string {
+	if b := s.logs[name]; b != nil {
+		return b.String()
+	}
+	return ""
+}
+
+// Logs returns the last n lines of every service's log, for a failed test's report.
+func (s *Stack) Logs(n int) string {
+	var b strings.Builder
+	for _, name := range Services {
+		fmt.Fprintf(&b, "--- %s log (last %d lines)\n%s\n", name, n, tail(s.Log(name), n))
+	}
+	return b.String()
+}
+
+// buffer is a log that processes write to while tests read it.
+type buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freeAddr returns a local address that was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
