@@ -7,7 +7,7 @@ GO       ?= go
 # Build flags shared with the Dockerfiles: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check vet unit compose-check clean
+.PHONY: all build run test fmt-check vet unit e2e compose-check clean
 
 all: build
 
@@ -30,6 +30,12 @@ vet:
 
 unit:
 	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+# The black-box suite against a system it starts itself (the binaries built from this tree, a
+# private NATS server, fresh databases) and stops; never the shared NATS stream. To test a running
+# system instead, set ACCOUNT_URL (see README.md).
+e2e:
+	$(GO) test -count=1 -timeout 5m -v ./e2e/blackbox/
 
 # Validate the compose files (Debian's docker-compose package; no Docker engine needed).
 compose-check:

@@ -268,10 +268,11 @@ func TestRebuildInterrupted(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var concurrent error
+	var concurrent, verifying error
 	_, err := replica.Rebuild(ctx, e.pool, e.js, replica.RebuildOptions{Progress: func(replica.Progress) {
-		// While this one holds the lock, another rebuild is refused.
+		// While this one holds the lock, another rebuild is refused, and so is a verify.
 		_, concurrent = replica.Rebuild(context.Background(), e.pool, e.js, replica.RebuildOptions{})
+		_, verifying = replica.Verify(context.Background(), e.pool, e.js, nil)
 		cancel() // Ctrl-C
 	}})
 	if !errors.Is(err, context.Canceled) {
@@ -279,6 +280,9 @@ func TestRebuildInterrupted(t *testing.T) {
 	}
 	if !errors.Is(concurrent, replica.ErrRebuildRunning) {
 		t.Errorf("concurrent Rebuild = %v, want ErrRebuildRunning", concurrent)
+	}
+	if !errors.Is(verifying, replica.ErrRebuildRunning) {
+		t.Errorf("Verify during a rebuild = %v, want ErrRebuildRunning", verifying)
 	}
 	if diff := cmp.Diff(before, rows(t, e.pool)); diff != "" {
 		t.Errorf("live replica changed by an interrupted rebuild (-before +after):\n%s", diff)

@@ -13,7 +13,7 @@ import (
 
 const (
 	// readBatch is how many messages a read of the stream hands over at a time.
-	readBatch = 8192
+	readBatch = 16384
 	// readAhead is how many messages the ordered consumer keeps in flight.
 	readAhead = 2 * readBatch
 	// readIdle is how long a read waits for the next message before it asks the server whether

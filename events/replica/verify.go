@@ -48,6 +48,7 @@ type VerifyResult struct {
 // read with an ordered consumer up to its last sequence at the start. Users the consumer changed
 // from later events, and users whose latest event the replica has not reached yet (its applied
 // sequence), are counted Unchecked rather than reported: run it again once the lag is 0.
+// It returns ErrRebuildRunning when a rebuild holds the database.
 // Messages that cannot be applied are left out, as the consumer leaves them out. progress, when
 // set, is called after every batch read.
 func Verify(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, progress func(Progress)) (VerifyResult, error) {
@@ -94,6 +95,15 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, pro
 
 	const sel = `SELECT id, email, display_name, roles, status, version, stream_seq FROM ` + Table
 	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		// The read holds the table for a while: a rebuild's swap must not queue behind it (and
+		// the service's reads behind the swap), so the two exclude each other.
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock_shared($1)`, int64(rebuildLock)).Scan(&locked); err != nil {
+			return fmt.Errorf("verify: lock: %w", err)
+		}
+		if !locked {
+			return ErrRebuildRunning
+		}
 		applied, err := Applied(ctx, tx)
 		if err != nil {
 			return err

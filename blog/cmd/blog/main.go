@@ -4,9 +4,11 @@
 // Usage:
 //
 //	blog [serve]
+//	blog replica status [--json] | rebuild [--from-seq N | --since RFC3339] | verify | dead-letters [list | retry [--seq N]]
 //
 // Configuration comes from the environment: HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL and
-// TOKEN_ISSUER.
+// TOKEN_ISSUER. The replica commands are the operator's (docs/operations.md); they exit 0 on
+// success, 1 on failure or differences, 2 on bad usage.
 package main
 
 import (
@@ -21,17 +23,36 @@ import (
 
 	"github.com/authmesh/blog/internal/postgres"
 	"github.com/authmesh/blog/internal/server"
+	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/authmesh/events/service"
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var code exitCode
+	if errors.As(err, &code) {
+		os.Exit(int(code))
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "blog:", err)
 		os.Exit(1)
 	}
 }
 
-const usage = "usage: blog [serve]"
+const usage = "usage: blog [serve] | blog replica <command> (blog replica help)"
+
+// exitCode is the error of a command that has already reported what went wrong: only its exit
+// code is left to pass on.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// defaults are the blog's configuration when the environment sets none.
+var defaults = service.Config{
+	Name:        "blog",
+	HTTPAddr:    "127.0.0.1:8082",
+	DatabaseURL: "postgres://postgres@127.0.0.1:5432/blog?sslmode=disable",
+}
 
 // errUsage is returned for a command line blog does not understand.
 var errUsage = errors.New(usage)
@@ -42,6 +63,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if len(args) > 0 && args[0] == "replica" {
+		if code := replicacmd.Run(ctx, defaults, args[1:], getenv, stdout, stderr); code != 0 {
+			return exitCode(code)
+		}
+		return nil
+	}
 	if len(args) > 1 || (len(args) == 1 && args[0] != "serve") {
 		return fmt.Errorf("unknown command %q\n%w", strings.Join(args, " "), errUsage)
 	}
@@ -50,11 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // serve runs the HTTP API beside the replica's consumer and the key watch until ctx is done.
 func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := service.LoadConfig(getenv, service.Config{
-		Name:        "blog",
-		HTTPAddr:    "127.0.0.1:8082",
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/blog?sslmode=disable",
-	})
+	cfg, err := service.LoadConfig(getenv, defaults)
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,7 @@ func freeAddr(t *testing.T) string {
 type blogProcess struct {
 	url string
 	js  jetstream.JetStream
+	env map[string]string // the process's environment, for the replica commands
 }
 
 // start runs the blog until the test ends, with its own database and NATS server, and checks
@@ -99,7 +100,7 @@ func start(t *testing.T, iss *authtest.Issuer) *blogProcess {
 		}
 	})
 
-	p := &blogProcess{url: "http://" + addr, js: js}
+	p := &blogProcess{url: "http://" + addr, js: js, env: env}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {

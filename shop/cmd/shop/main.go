@@ -4,13 +4,16 @@
 // Usage:
 //
 //	shop [serve]
+//	shop replica status [--json] | rebuild [--from-seq N | --since RFC3339] | verify | dead-letters [list | retry [--seq N]]
 //
 // Configuration comes from the environment: HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL and
-// TOKEN_ISSUER (see CONTRACT.md).
+// TOKEN_ISSUER (see CONTRACT.md). The replica commands are the operator's (docs/operations.md);
+// they exit 0 on success, 1 on failure or differences, 2 on bad usage.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,23 +23,48 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/authmesh/events/service"
 	"github.com/authmesh/shop/internal/postgres"
 	"github.com/authmesh/shop/internal/server"
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var code exitCode
+	if errors.As(err, &code) {
+		os.Exit(int(code))
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "shop:", err)
 		os.Exit(1)
 	}
 }
 
-const usage = "usage: shop [serve]"
+const usage = "usage: shop [serve] | shop replica <command> (shop replica help)"
+
+// exitCode is the error of a command that has already reported what went wrong: only its exit
+// code is left to pass on.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// defaults are the shop's configuration when the environment sets none.
+var defaults = service.Config{
+	Name:        "shop",
+	HTTPAddr:    "127.0.0.1:8083",
+	DatabaseURL: "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable",
+}
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(args) > 0 && args[0] == "replica" {
+		if code := replicacmd.Run(ctx, defaults, args[1:], getenv, stdout, stderr); code != 0 {
+			return exitCode(code)
+		}
+		return nil
+	}
 	if len(args) > 0 && args[0] != "serve" {
 		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 	}
@@ -44,11 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve takes no arguments\n%s", usage)
 	}
 
-	cfg, err := service.LoadConfig(getenv, service.Config{
-		Name:        "shop",
-		HTTPAddr:    "127.0.0.1:8083",
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable",
-	})
+	cfg, err := service.LoadConfig(getenv, defaults)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,7 @@ func freeAddr(t *testing.T) string {
 type shopProcess struct {
 	url string
 	js  jetstream.JetStream
+	env map[string]string // the process's environment, for the replica commands
 }
 
 // start runs the shop until the test ends, with its own database and NATS server, and checks that
@@ -97,7 +98,7 @@ func start(t *testing.T, iss *authtest.Issuer) *shopProcess {
 		}
 	})
 
-	p := &shopProcess{url: "http://" + addr, js: js}
+	p := &shopProcess{url: "http://" + addr, js: js, env: env}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
