@@ -98,7 +98,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	cmd, rest, ok := lookup(args)
+	if ok && len(rest) == 1 && isHelp(rest[0]) {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	if !ok {
 		return usageError(stderr, fmt.Sprintf("unknown command %q", strings.Join(args, " ")))
 	}
@@ -113,6 +121,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError(stderr, string(ue))
 	}
 	return err
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }
 
 // usageErr is returned by a command for arguments it does not take.

@@ -272,6 +272,19 @@ func TestUnknownCommand(t *testing.T) {
 	}
 }
 
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"keys", "rotate", "--help"}, {"outbox", "status", "-h"}, {"outbox", "republish", "--help"}} {
+		var stdout bytes.Buffer
+		if err := run(t.Context(), args, func(string) string { return "" }, &stdout, io.Discard); err != nil {
+			t.Errorf("run(%q) = %v, want nil", args, err)
+		}
+		if !strings.Contains(stdout.String(), "usage: account") {
+			t.Errorf("run(%q) stdout = %q, want the usage", args, stdout.String())
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

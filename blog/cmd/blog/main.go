@@ -54,9 +54,6 @@ var defaults = service.Config{
 	DatabaseURL: "postgres://postgres@127.0.0.1:5432/blog?sslmode=disable",
 }
 
-// errUsage is returned for a command line blog does not understand.
-var errUsage = errors.New(usage)
-
 // run runs the command of args until ctx is done or SIGINT/SIGTERM arrives, and returns nil after
 // a clean stop.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -69,8 +66,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	}
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
 	if len(args) > 1 || (len(args) == 1 && args[0] != "serve") {
-		return fmt.Errorf("unknown command %q\n%w", strings.Join(args, " "), errUsage)
+		fmt.Fprintf(stderr, "%s: unknown command %q\n%s\n", defaults.Name, strings.Join(args, " "), usage)
+		return exitCode(2)
 	}
 	return serve(ctx, getenv, stderr)
 }

@@ -231,13 +231,20 @@ func TestRoleChangesApplyToOldTokens(t *testing.T) {
 	}
 }
 
-func TestUnknownCommand(t *testing.T) {
+func TestCommandLine(t *testing.T) {
 	t.Parallel()
 	getenv := func(string) string { return "" }
 	for _, args := range [][]string{{"nonsense"}, {"serve", "extra"}} {
-		err := run(t.Context(), args, getenv, io.Discard, io.Discard)
-		if !errors.Is(err, errUsage) {
-			t.Errorf("run(%q) = %v, want the usage error", args, err)
+		var stderr strings.Builder
+		err := run(t.Context(), args, getenv, io.Discard, &stderr)
+		if code, ok := errors.AsType[exitCode](err); !ok || code != 2 || !strings.Contains(stderr.String(), usage) {
+			t.Errorf("run(%q) = %v, stderr %q; want exit code 2 and the usage", args, err, stderr.String())
+		}
+	}
+	for _, arg := range []string{"-h", "--help", "help"} {
+		var stdout strings.Builder
+		if err := run(t.Context(), []string{arg}, getenv, &stdout, io.Discard); err != nil || !strings.Contains(stdout.String(), usage) {
+			t.Errorf("run(%q) = %v, stdout %q; want nil and the usage", arg, err, stdout.String())
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,11 +66,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	}
-	if len(args) > 0 && args[0] != "serve" {
-		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stdout, usage)
+		return nil
 	}
-	if len(args) > 1 {
-		return fmt.Errorf("serve takes no arguments\n%s", usage)
+	if len(args) > 1 || (len(args) == 1 && args[0] != "serve") {
+		fmt.Fprintf(stderr, "%s: unknown command %q\n%s\n", defaults.Name, strings.Join(args, " "), usage)
+		return exitCode(2)
 	}
 
 	cfg, err := service.LoadConfig(getenv, defaults)
