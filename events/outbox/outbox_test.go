@@ -420,12 +420,12 @@ func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	if _, err := bus.EnsureStream(ctx, e.js); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := outbox.Republish(ctx, e.pool, e.js, time.Now().Add(time.Hour)); err != nil || n != 0 {
-		t.Errorf("Republish(since the future) = %d, %v; want 0, nil", n, err)
+	if n, err := outbox.Republish(ctx, e.pool, e.js, time.Now().Add(time.Hour)); err != nil || n != (outbox.Republished{}) {
+		t.Errorf("Republish(since the future) = %+v, %v; want nothing, nil", n, err)
 	}
 	n, err := outbox.Republish(ctx, e.pool, e.js, time.Time{})
-	if err != nil || n != len(evs) {
-		t.Fatalf("Republish = %d, %v; want %d, nil", n, err, len(evs))
+	if want := (outbox.Republished{Published: len(evs)}); err != nil || n != want {
+		t.Fatalf("Republish = %+v, %v; want %+v, nil", n, err, want)
 	}
 	msgs := stream(t, e.js)
 	if diff := cmp.Diff(want(evs, 1), msgs); diff != "" {
@@ -436,8 +436,8 @@ func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	}
 
 	// Again, inside the duplicate window: nothing is stored twice.
-	if n, err := outbox.Republish(ctx, e.pool, e.js, time.Time{}); err != nil || n != len(evs) {
-		t.Fatalf("second Republish = %d, %v; want %d, nil", n, err, len(evs))
+	if n, err := outbox.Republish(ctx, e.pool, e.js, time.Time{}); err != nil || n != (outbox.Republished{Published: len(evs), Duplicates: len(evs)}) {
+		t.Fatalf("second Republish = %+v, %v; want all %d published and reported as duplicates", n, err, len(evs))
 	}
 	if diff := cmp.Diff(want(evs, 1), stream(t, e.js)); diff != "" {
 		t.Errorf("stream after a second Republish (-want +got):\n%s", diff)

@@ -24,9 +24,10 @@ type row struct {
 }
 
 // publish publishes ev to the USERS stream with its event id as Nats-Msg-Id, waiting up to
-// timeout for the acknowledgement, and returns its stream sequence (the original one when the
-// stream reports a duplicate). When the stream does not exist, it creates it and tries again.
-func publish(ctx context.Context, js jetstream.JetStream, timeout time.Duration, ev row) (uint64, error) {
+// timeout for the acknowledgement, and returns the acknowledgement: its Sequence is the original
+// one when the stream reports a Duplicate. When the stream does not exist, it creates it and tries
+// again.
+func publish(ctx context.Context, js jetstream.JetStream, timeout time.Duration, ev row) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pub := func() (*jetstream.PubAck, error) {
@@ -41,22 +42,31 @@ func publish(ctx context.Context, js jetstream.JetStream, timeout time.Duration,
 	ack, err := pub()
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		if _, err := bus.EnsureStream(ctx, js); err != nil {
-			return 0, fmt.Errorf("publish event %s: %w", ev.EventID, err)
+			return nil, fmt.Errorf("publish event %s: %w", ev.EventID, err)
 		}
 		ack, err = pub()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("publish event %s: %w", ev.EventID, err)
+		return nil, fmt.Errorf("publish event %s: %w", ev.EventID, err)
 	}
-	return ack.Sequence, nil
+	return ack, nil
+}
+
+// Republished is what Republish did.
+type Republished struct {
+	// Published counts the events sent to the stream.
+	Published int
+	// Duplicates counts those the stream already held (within its duplicate window) and so did
+	// not store again.
+	Duplicates int
 }
 
 // Republish publishes again every kept event created at or after since (every event when since
 // is zero), in id order, with its original Nats-Msg-Id, and records the stream sequence each
 // gets. It restores a stream that lost messages or was recreated; inside the stream's duplicate
-// window, an event the stream still holds is not stored twice. It returns how many events it
-// published; on an error it stops, and running it again is safe.
-func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, since time.Time) (int, error) {
+// window, an event the stream still holds is not stored twice. It reports what it did, also when
+// it stops on an error; running it again is safe.
+func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, since time.Time) (Republished, error) {
 	// Paging by id is right here, unlike in the relay: this is a pass over what exists now, and
 	// rows committed later are the relay's to publish.
 	const page = `SELECT id, event_id, subject, payload FROM outbox
@@ -64,9 +74,9 @@ func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, 
 	const mark = `UPDATE outbox SET stream_seq = $2, published_at = COALESCE(published_at, now())
 		WHERE id = $1`
 	if _, err := bus.EnsureStream(ctx, js); err != nil {
-		return 0, err
+		return Republished{}, err
 	}
-	var n int
+	var n Republished
 	var after int64
 	for {
 		rows, err := pool.Query(ctx, page, after, since)
@@ -81,14 +91,17 @@ func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, 
 			return n, nil
 		}
 		for _, ev := range batch {
-			seq, err := publish(ctx, js, DefaultPublishTimeout, ev)
+			ack, err := publish(ctx, js, DefaultPublishTimeout, ev)
 			if err != nil {
 				return n, err
 			}
-			if _, err := pool.Exec(ctx, mark, ev.ID, int64(seq)); err != nil {
+			if ack.Duplicate {
+				n.Duplicates++
+			}
+			if _, err := pool.Exec(ctx, mark, ev.ID, int64(ack.Sequence)); err != nil {
 				return n, fmt.Errorf("record seq of event %s: %w", ev.EventID, err)
 			}
-			n++
+			n.Published++
 			after = ev.ID
 		}
 	}

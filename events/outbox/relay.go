@@ -205,13 +205,13 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		seq, err := publish(tctx, r.cfg.JS, r.cfg.PublishTimeout, ev)
+		ack, err := publish(tctx, r.cfg.JS, r.cfg.PublishTimeout, ev)
 		if err != nil {
 			perr = &publishError{err: err}
 			break
 		}
 		// One UPDATE per publish also keeps the session from idling in the transaction.
-		if _, err := tx.Exec(tctx, mark, ev.ID, int64(seq)); err != nil {
+		if _, err := tx.Exec(tctx, mark, ev.ID, int64(ack.Sequence)); err != nil {
 			return 0, fmt.Errorf("mark event %s published: %w", ev.EventID, err)
 		}
 		n++

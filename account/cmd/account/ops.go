@@ -96,6 +96,6 @@ func outboxRepublish(ctx context.Context, cfg config, log *slog.Logger, args []s
 		return fmt.Errorf("migrate: %w", err)
 	}
 	n, err := outbox.Republish(ctx, base.Pool, base.JS, from)
-	fmt.Fprintf(stdout, "republished: %d\n", n)
+	fmt.Fprintf(stdout, "republished: %d\nalready in the stream (duplicates, not stored again): %d\n", n.Published, n.Duplicates)
 	return err
 }
