@@ -128,13 +128,14 @@ type Event struct {
 	User       User      `json:"user"`
 }
 
-// NewEvent returns an event of type t carrying u, with a new time-ordered id (UUIDv7).
+// NewEvent returns an event of type t carrying u, with a new time-ordered id (UUIDv7), occurring
+// at now in UTC to the microsecond (the precision of Postgres and of the contract's example).
 func NewEvent(t Type, u User, now time.Time) (Event, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return Event{}, fmt.Errorf("new event id: %w", err)
 	}
-	return Event{ID: id, Type: t, OccurredAt: now.UTC(), User: u}, nil
+	return Event{ID: id, Type: t, OccurredAt: now.UTC().Truncate(time.Microsecond), User: u}, nil
 }
 
 // Subject returns the subject e is published on.
