@@ -7,7 +7,7 @@ GO       ?= go
 # Build flags shared with the Dockerfiles: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check vet unit e2e compose-check clean
+.PHONY: all build run test fmt-check vet unit e2e bench compose-check clean
 
 all: build
 
@@ -36,6 +36,12 @@ unit:
 # system instead, set ACCOUNT_URL (see README.md).
 e2e:
 	$(GO) test -count=1 -timeout 5m -v ./e2e/blackbox/
+
+# Benchmarks (figures, never pass/fail): a full replica rebuild of BENCH_EVENTS events published
+# to an embedded NATS server (docs/operations.md records the figure).
+BENCH_EVENTS ?= 1000000
+bench:
+	REPLICA_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test ./events/replica -run '^$$' -bench Rebuild -benchtime 1x -timeout 20m
 
 # Validate the compose files (Debian's docker-compose package; no Docker engine needed).
 compose-check:
