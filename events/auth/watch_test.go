@@ -11,7 +11,7 @@ import (
 	"github.com/authmesh/events/authtest"
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/natstest"
-	"github.com/nats-io/nats.go"
+	"github.com/authmesh/events/servicetest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,15 +21,7 @@ import (
 func watched(t *testing.T, resync time.Duration) (*natstest.Server, jetstream.KeyValue, *auth.KeySet) {
 	t.Helper()
 	srv := natstest.New(t)
-	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := srv.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	kv, err := bus.EnsureKeyBucket(ctx, js)
@@ -83,18 +75,7 @@ func put(t *testing.T, kv jetstream.KeyValue, doc []byte) {
 // asynchronous update, far above the time it takes, not a measure of speed).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	eventuallyWithin(t, 30*time.Second, what, cond)
-}
-
-func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servicetest.Eventually(t, 30*time.Second, what, cond)
 }
 
 func has(k *auth.KeySet, iss *authtest.Issuer) func() bool {
@@ -137,15 +118,7 @@ func TestWatchLoadsExisting(t *testing.T) {
 	t.Parallel()
 	srv := natstest.New(t)
 	a := authtest.NewIssuer(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := srv.JetStream(t)
 	a.PublishKeys(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -183,7 +156,7 @@ func TestWatchSurvivesRestart(t *testing.T) {
 	srv.Start()
 
 	put(t, kv, b.JWKS(t))
-	eventuallyWithin(t, 45*time.Second, "key put after the restart loaded", has(keys, b))
+	servicetest.Eventually(t, 45*time.Second, "key put after the restart loaded", has(keys, b))
 }
 
 // TestWatchBucketRecreated: when the bucket is deleted and created again, its revisions start
@@ -197,15 +170,7 @@ func TestWatchBucketRecreated(t *testing.T) {
 	}
 	eventually(t, "key loaded", has(keys, a))
 
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := srv.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := js.DeleteKeyValue(ctx, events.KeysBucket); err != nil {

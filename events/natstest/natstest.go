@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is a private NATS server that a test can stop and start again on the same port and
@@ -64,4 +66,20 @@ func (s *Server) Stop() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 	s.srv = nil
+}
+
+// JetStream connects to the server and returns a JetStream handle on the connection, which is
+// closed when t ends. The connection reconnects without limit, so it outlives a Stop and Start.
+func (s *Server) JetStream(t testing.TB, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.URL, nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect to nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
 }

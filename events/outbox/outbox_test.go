@@ -15,6 +15,7 @@ import (
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/outbox"
 	"github.com/authmesh/events/pgtest"
+	"github.com/authmesh/events/servicetest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -37,7 +38,7 @@ func newEnv(t *testing.T) env {
 	t.Helper()
 	dbURL := pgtest.NewDatabase(t)
 	srv := natstest.New(t)
-	e := env{dbURL: dbURL, pool: newPool(t, dbURL), js: connect(t, srv.URL), srv: srv}
+	e := env{dbURL: dbURL, pool: newPool(t, dbURL), js: srv.JetStream(t), srv: srv}
 	if err := outbox.Migrate(context.Background(), e.pool); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
@@ -54,56 +55,18 @@ func newPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
-func connect(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := bus.Connect(context.Background(), url, t.Name(), 5*time.Second, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 // start runs a relay until the returned stop is called (or the test ends).
 func start(t *testing.T, cfg outbox.RelayConfig) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	go func() { done <- outbox.NewRelay(cfg).Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run = %v, want nil", err)
-				}
-			case <-time.After(patience):
-				t.Errorf("Run did not return after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return servicetest.Go(t, outbox.NewRelay(cfg).Run)
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, patience)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servicetest.Eventually(t, patience, what, cond)
 }
 
 func newEvent(t *testing.T) events.Event {

@@ -3,7 +3,6 @@ package replica_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"strconv"
 	"testing"
@@ -40,15 +39,7 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := natstest.New(b)
-	nc, err := bus.Connect(ctx, srv.URL, "bench", 5*time.Second, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		b.Fatal(err)
-	}
+	js := srv.JetStream(b, jetstream.WithPublishAsyncMaxPending(4096))
 	if _, err := bus.EnsureStream(ctx, js); err != nil {
 		b.Fatal(err)
 	}

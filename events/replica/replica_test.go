@@ -16,6 +16,7 @@ import (
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/pgtest"
+	"github.com/authmesh/events/servicetest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -42,21 +43,7 @@ func newEnv(t *testing.T) env {
 		t.Fatalf("Migrate: %v", err)
 	}
 	srv := natstest.New(t)
-	return env{pool: pool, js: connect(t, srv.URL), srv: srv}
-}
-
-func connect(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := bus.Connect(context.Background(), url, t.Name(), 5*time.Second, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return env{pool: pool, js: srv.JetStream(t), srv: srv}
 }
 
 func newReplica(t *testing.T, cfg replica.Config) *replica.Replica {
@@ -102,13 +89,7 @@ func start(t *testing.T, r *replica.Replica) (stop func() error) {
 // eventually polls cond until it holds, failing the test after patience.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, patience)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servicetest.Eventually(t, patience, what, cond)
 }
 
 func publishRaw(t *testing.T, js jetstream.JetStream, subject string, data []byte) uint64 {
@@ -325,7 +306,7 @@ func TestAckAfterCommit(t *testing.T) {
 	}
 	broken.Close() // every transaction fails: the database is unreachable for this instance
 	srv := natstest.New(t)
-	js := connect(t, srv.URL)
+	js := srv.JetStream(t)
 
 	a := newReplica(t, replica.Config{Pool: broken, JS: js, Durable: "shared"})
 	stopA := start(t, a)

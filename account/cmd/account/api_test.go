@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"strconv"
@@ -14,11 +15,11 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/auth"
+	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/outbox"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,8 +27,8 @@ var userFields = []string{"created_at", "display_name", "email", "id", "roles", 
 
 func TestRegisterLoginMe(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	const pw = "pässwörd-🔑-long-enough"
 
 	r := a.do(t, "POST", "/v1/users", "", map[string]string{"email": "Ann@Example.com", "password": pw, "display_name": "  Ann  "})
@@ -41,7 +42,7 @@ func TestRegisterLoginMe(t *testing.T) {
 		t.Fatalf("id %q: %v", id, err)
 	}
 	if u["email"] != "Ann@Example.com" || u["display_name"] != "Ann" || u["status"] != "active" || u["version"] != 1.0 {
-		t.Errorf("registered user = %s", r.body)
+		t.Errorf("registered user = %s", r.Body)
 	}
 	if diff := cmp.Diff([]any{"user"}, u["roles"]); diff != "" {
 		t.Errorf("roles (-want +got):\n%s", diff)
@@ -51,7 +52,7 @@ func TestRegisterLoginMe(t *testing.T) {
 			t.Errorf("%s %v is not RFC 3339: %v", f, u[f], err)
 		}
 	}
-	if loc := r.header.Get("Location"); loc != "/v1/users/"+id {
+	if loc := r.Header.Get("Location"); loc != "/v1/users/"+id {
 		t.Errorf("Location = %q, want /v1/users/%s", loc, id)
 	}
 
@@ -64,9 +65,9 @@ func TestRegisterLoginMe(t *testing.T) {
 	want(t, "login", r, http.StatusOK, "")
 	tr := r.json(t)
 	if tr["token_type"] != "Bearer" || tr["expires_in"] != 900.0 {
-		t.Errorf("token response = %s, want token_type Bearer and expires_in 900", r.body)
+		t.Errorf("token response = %s, want token_type Bearer and expires_in 900", r.Body)
 	}
-	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("token response Cache-Control = %q, want no-store", cc)
 	}
 	tok := tr["access_token"].(string)
@@ -89,7 +90,7 @@ func TestRegisterLoginMe(t *testing.T) {
 	// blog and shop accept it with the published keys alone.
 	jwks := a.do(t, "GET", "/.well-known/jwks.json", "", nil)
 	want(t, "jwks", jwks, http.StatusOK, "")
-	set, err := auth.NewKeySet(jwks.body)
+	set, err := auth.NewKeySet(jwks.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestRegisterLoginMe(t *testing.T) {
 	// Without a token, or with a bad one.
 	r = a.do(t, "GET", "/v1/users/me", "", nil)
 	want(t, "me without token", r, http.StatusUnauthorized, "unauthenticated")
-	if wa := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(wa, "Bearer") {
+	if wa := r.Header.Get("WWW-Authenticate"); !strings.HasPrefix(wa, "Bearer") {
 		t.Errorf("WWW-Authenticate = %q, want Bearer", wa)
 	}
 	want(t, "me with a bad token", a.do(t, "GET", "/v1/users/me", tok+"x", nil), http.StatusUnauthorized, "unauthenticated")
@@ -127,15 +128,15 @@ func TestRegisterLoginMe(t *testing.T) {
 	want(t, "roles as user", a.do(t, "PUT", "/v1/users/"+id+"/roles", tok, map[string]any{"roles": []string{"admin"}}), http.StatusForbidden, "forbidden")
 	want(t, "status as user", a.do(t, "PUT", "/v1/users/"+other["id"].(string)+"/status", tok, map[string]any{"status": "disabled"}), http.StatusForbidden, "forbidden")
 
-	if strings.Contains(a.logs.String(), pw) || strings.Contains(a.logs.String(), adminPassword) {
+	if strings.Contains(a.Logs(), pw) || strings.Contains(a.Logs(), adminPassword) {
 		t.Errorf("a password appears in the log")
 	}
 }
 
 func TestRegisterValidation(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	tests := []struct {
 		name   string
 		body   map[string]any
@@ -156,7 +157,7 @@ func TestRegisterValidation(t *testing.T) {
 		var p struct {
 			Errors []struct{ Field, Message string }
 		}
-		if err := json.Unmarshal(r.body, &p); err != nil {
+		if err := json.Unmarshal(r.Body, &p); err != nil {
 			t.Fatal(err)
 		}
 		var got []string
@@ -173,8 +174,8 @@ func TestRegisterValidation(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	admin := a.login(t, adminEmail, adminPassword)
 	huge := `{"email":"a@example.com","password":"` + strings.Repeat("x", 1<<20) + `","display_name":"A"}`
 	tests := []struct {
@@ -198,15 +199,15 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, path := range []string{"/v1/users", "/v1/tokens"} {
 		for _, tt := range tests {
-			r := a.request(t, "POST", path, "", tt.contentType, strings.NewReader(tt.body))
+			r := a.request(t, "POST", path, "", tt.contentType, tt.body)
 			want(t, path+" "+tt.name, r, tt.status, tt.code)
 		}
 	}
 	target := a.register(t, "target@example.com", "password1", "Target")["id"].(string)
 	for _, path := range []string{"/v1/users/" + target + "/roles", "/v1/users/" + target + "/status"} {
-		want(t, path+" malformed", a.request(t, "PUT", path, admin, "application/json", strings.NewReader(`{`)), 400, "bad_request")
-		want(t, path+" unknown field", a.request(t, "PUT", path, admin, "application/json", strings.NewReader(`{"version":9}`)), 400, "bad_request")
-		want(t, path+" text/plain", a.request(t, "PUT", path, admin, "text/plain", strings.NewReader(`{}`)), 415, "unsupported_media_type")
+		want(t, path+" malformed", a.request(t, "PUT", path, admin, "application/json", `{`), 400, "bad_request")
+		want(t, path+" unknown field", a.request(t, "PUT", path, admin, "application/json", `{"version":9}`), 400, "bad_request")
+		want(t, path+" text/plain", a.request(t, "PUT", path, admin, "text/plain", `{}`), 415, "unsupported_media_type")
 	}
 	for _, q := range []string{"limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1.5", "cursor=garbage!", "cursor=" + "Zm9vYmFy"} {
 		want(t, "list "+q, a.do(t, "GET", "/v1/users?"+q, admin, nil), 400, "bad_request")
@@ -218,8 +219,8 @@ func TestBadInput(t *testing.T) {
 
 func TestInvalidCredentialsIdentical(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	admin := a.login(t, adminEmail, adminPassword)
 	a.register(t, "known@example.com", "right-password", "Known")
 	disabled := a.register(t, "disabled@example.com", "right-password", "Disabled")
@@ -241,28 +242,28 @@ func TestInvalidCredentialsIdentical(t *testing.T) {
 	for name, body := range attempts {
 		r := a.do(t, "POST", "/v1/tokens", "", body)
 		want(t, name, r, http.StatusUnauthorized, "invalid_credentials")
-		r.header.Del("Date")
-		r.header.Del("X-Request-Id")
-		if first.status == 0 {
+		r.Header.Del("Date")
+		r.Header.Del("X-Request-Id")
+		if first.Status == 0 {
 			first, firstName = r, name
 			continue
 		}
-		if !bytes.Equal(first.body, r.body) {
-			t.Errorf("bodies differ:\n%s: %s\n%s: %s", firstName, first.body, name, r.body)
+		if !bytes.Equal(first.Body, r.Body) {
+			t.Errorf("bodies differ:\n%s: %s\n%s: %s", firstName, first.Body, name, r.Body)
 		}
-		if diff := cmp.Diff(first.header, r.header); diff != "" {
+		if diff := cmp.Diff(first.Header, r.Header); diff != "" {
 			t.Errorf("headers differ between %s and %s (-first +this):\n%s", firstName, name, diff)
 		}
 	}
-	if wa := first.header.Get("WWW-Authenticate"); wa != "Bearer" {
+	if wa := first.Header.Get("WWW-Authenticate"); wa != "Bearer" {
 		t.Errorf("WWW-Authenticate = %q, want Bearer", wa)
 	}
 }
 
 func TestLoginThrottled(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	a.register(t, "victim@example.com", "right-password", "Victim")
 	a.register(t, "neighbour@example.com", "right-password", "Neighbour")
 
@@ -282,9 +283,9 @@ func TestLoginThrottled(t *testing.T) {
 	// Now even the right password is refused, until the window frees.
 	r := a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "victim@example.com", "password": "right-password"})
 	want(t, "login after 10 failures", r, http.StatusTooManyRequests, "rate_limited")
-	secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+	secs, err := strconv.Atoi(r.Header.Get("Retry-After"))
 	if err != nil || secs < 1 || secs > 15*60 {
-		t.Errorf("Retry-After = %q, want whole seconds in [1, 900]", r.header.Get("Retry-After"))
+		t.Errorf("Retry-After = %q, want whole seconds in [1, 900]", r.Header.Get("Retry-After"))
 	}
 	// Other accounts behind the same address are not locked out.
 	a.login(t, "neighbour@example.com", "right-password")
@@ -299,8 +300,8 @@ func TestLoginThrottled(t *testing.T) {
 
 func TestAdministration(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	admin := a.login(t, adminEmail, adminPassword)
 	u := a.register(t, "user@example.com", "user-password", "User")
 	id := u["id"].(string)
@@ -322,7 +323,7 @@ func TestAdministration(t *testing.T) {
 	r = a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{}})
 	want(t, "clear roles", r, 200, "")
 	if got := r.json(t); got["version"] != 3.0 || !cmp.Equal([]any{"user"}, got["roles"]) {
-		t.Errorf("after clearing roles: %s", r.body)
+		t.Errorf("after clearing roles: %s", r.Body)
 	}
 
 	// Status.
@@ -331,7 +332,7 @@ func TestAdministration(t *testing.T) {
 	r = a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "disabled"})
 	want(t, "disable", r, 200, "")
 	if got := r.json(t); got["status"] != "disabled" || got["version"] != 4.0 {
-		t.Errorf("after disabling: %s", r.body)
+		t.Errorf("after disabling: %s", r.Body)
 	}
 	// The token issued before is refused at once; the login too.
 	want(t, "me after disabling", a.do(t, "GET", "/v1/users/me", userTok, nil), http.StatusForbidden, "user_disabled")
@@ -355,8 +356,8 @@ func TestAdministration(t *testing.T) {
 
 func TestListUsers(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	env, _ := testEnv(t)
+	a := startApp(t, env)
 	admin := a.login(t, adminEmail, adminPassword)
 	ids := []string{a.do(t, "GET", "/v1/users/me", admin, nil).json(t)["id"].(string)}
 	for i := range 4 {
@@ -369,7 +370,7 @@ func TestListUsers(t *testing.T) {
 		Items      []map[string]any `json:"items"`
 		NextCursor *string          `json:"next_cursor"`
 	}
-	if err := json.Unmarshal(r.body, &page); err != nil {
+	if err := json.Unmarshal(r.Body, &page); err != nil {
 		t.Fatal(err)
 	}
 	if len(page.Items) != 5 || (page.NextCursor != nil && *page.NextCursor != "") {
@@ -385,7 +386,7 @@ func TestListUsers(t *testing.T) {
 		r := a.do(t, "GET", path, admin, nil)
 		want(t, "GET "+path, r, 200, "")
 		page.Items, page.NextCursor = nil, nil
-		if err := json.Unmarshal(r.body, &page); err != nil {
+		if err := json.Unmarshal(r.Body, &page); err != nil {
 			t.Fatal(err)
 		}
 		for _, it := range page.Items {
@@ -406,43 +407,43 @@ func TestWellKnown(t *testing.T) {
 	env, ns := testEnv(t)
 	env["TOKEN_ISSUER"] = "https://id.example.com"
 	env["TOKEN_TTL"] = "5m"
-	a := startApp(t, env, ns)
+	a := startApp(t, env)
 
 	r := a.do(t, "GET", "/.well-known/jwks.json", "", nil)
 	want(t, "jwks", r, 200, "")
-	if cc := r.header.Get("Cache-Control"); !strings.Contains(cc, "max-age=") {
+	if cc := r.Header.Get("Cache-Control"); !strings.Contains(cc, "max-age=") {
 		t.Errorf("jwks Cache-Control = %q, want a max-age", cc)
 	}
 	var doc auth.JWKS
-	if err := json.Unmarshal(r.body, &doc); err != nil {
+	if err := json.Unmarshal(r.Body, &doc); err != nil {
 		t.Fatal(err)
 	}
 	if len(doc.Keys) != 1 {
-		t.Fatalf("jwks has %d keys, want 1: %s", len(doc.Keys), r.body)
+		t.Fatalf("jwks has %d keys, want 1: %s", len(doc.Keys), r.Body)
 	}
 	k := doc.Keys[0]
 	if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Alg != "EdDSA" || k.Use != "sig" || k.Kid == "" || k.X == "" {
 		t.Errorf("jwk = %+v", k)
 	}
-	if strings.Contains(string(r.body), `"d"`) {
-		t.Errorf("the JWKS holds a private key: %s", r.body)
+	if strings.Contains(string(r.Body), `"d"`) {
+		t.Errorf("the JWKS holds a private key: %s", r.Body)
 	}
 
 	// The key bucket holds the same document.
-	kv := keyBucket(t, ns.URL)
+	kv := keyBucket(t, ns)
 	e, err := kv.Get(t.Context(), events.KeysKey)
 	if err != nil {
 		t.Fatalf("get %s: %v", events.KeysKey, err)
 	}
-	if !bytes.Equal(bytes.TrimSpace(e.Value()), bytes.TrimSpace(r.body)) {
-		t.Errorf("bucket jwks %s differs from HTTP %s", e.Value(), r.body)
+	if !bytes.Equal(bytes.TrimSpace(e.Value()), bytes.TrimSpace(r.Body)) {
+		t.Errorf("bucket jwks %s differs from HTTP %s", e.Value(), r.Body)
 	}
 
 	r = a.do(t, "GET", "/.well-known/openid-configuration", "", nil)
 	want(t, "openid-configuration", r, 200, "")
 	oc := r.json(t)
-	if oc["issuer"] != "https://id.example.com" || oc["jwks_uri"] != a.url+"/.well-known/jwks.json" || oc["token_endpoint"] != a.url+"/v1/tokens" {
-		t.Errorf("openid-configuration = %s", r.body)
+	if oc["issuer"] != "https://id.example.com" || oc["jwks_uri"] != a.URL+"/.well-known/jwks.json" || oc["token_endpoint"] != a.URL+"/v1/tokens" {
+		t.Errorf("openid-configuration = %s", r.Body)
 	}
 	if !cmp.Equal([]any{"EdDSA"}, oc["id_token_signing_alg_values_supported"]) {
 		t.Errorf("id_token_signing_alg_values_supported = %v", oc["id_token_signing_alg_values_supported"])
@@ -459,24 +460,9 @@ func TestWellKnown(t *testing.T) {
 	}
 }
 
-// jetStream connects to the test's NATS server.
-func jetStream(t *testing.T, url string) jetstream.JetStream {
+func keyBucket(t *testing.T, ns *natstest.Server) jetstream.KeyValue {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
-func keyBucket(t *testing.T, url string) jetstream.KeyValue {
-	t.Helper()
-	js := jetStream(t, url)
+	js := ns.JetStream(t)
 	kv, err := js.KeyValue(t.Context(), events.KeysBucket)
 	if err != nil {
 		t.Fatalf("key bucket: %v", err)
@@ -523,14 +509,14 @@ func waitForEvents(t *testing.T, js jetstream.JetStream, n int) []streamEvent {
 func TestEventsReachStream(t *testing.T) {
 	t.Parallel()
 	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	a := startApp(t, env)
 	admin := a.login(t, adminEmail, adminPassword)
 	u := a.register(t, "evt@example.com", "password1", "Evt")
 	id := u["id"].(string)
 	want(t, "roles", a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"moderator"}}), 200, "")
 	want(t, "status", a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "disabled"}), 200, "")
 
-	js := jetStream(t, ns.URL)
+	js := ns.JetStream(t)
 	msgs := waitForEvents(t, js, 4) // the bootstrap admin's creation, then three of this user
 	var mine []streamEvent
 	for _, m := range msgs {
@@ -585,16 +571,16 @@ func TestEventsReachStream(t *testing.T) {
 func TestBootstrapAdminIdempotent(t *testing.T) {
 	t.Parallel()
 	env, ns := testEnv(t)
-	first := startApp(t, env, ns)
+	first := startApp(t, env)
 	tok := first.login(t, adminEmail, adminPassword)
 	me := first.do(t, "GET", "/v1/users/me", tok, nil).json(t)
 	if !cmp.Equal([]any{"user", "admin"}, me["roles"]) || me["version"] != 1.0 {
 		t.Fatalf("bootstrap admin = %v, want roles [user admin] at version 1", me)
 	}
 	kid := segment(t, tok, 0)["kid"]
-	first.stop()
+	first.Stop()
 
-	second := startApp(t, env, ns)
+	second := startApp(t, env)
 	tok2 := second.login(t, adminEmail, adminPassword)
 	me2 := second.do(t, "GET", "/v1/users/me", tok2, nil).json(t)
 	if diff := cmp.Diff(me, me2); diff != "" {
@@ -623,7 +609,7 @@ func TestBootstrapAdminIdempotent(t *testing.T) {
 	if st.Pending+st.Published != 1 {
 		t.Errorf("outbox holds %d events after two starts, want 1", st.Pending+st.Published)
 	}
-	msgs := waitForEvents(t, jetStream(t, ns.URL), 1)
+	msgs := waitForEvents(t, ns.JetStream(t), 1)
 	if len(msgs) != 1 || msgs[0].subject != "users.created."+me["id"].(string) {
 		t.Errorf("stream after two starts: %d events, want the admin's creation only", len(msgs))
 	}
@@ -631,15 +617,15 @@ func TestBootstrapAdminIdempotent(t *testing.T) {
 
 func TestBootstrapPromotesExistingUser(t *testing.T) {
 	t.Parallel()
-	env, ns := testEnv(t)
+	env, _ := testEnv(t)
 	plain := maps.Clone(env)
 	delete(plain, "BOOTSTRAP_ADMIN_EMAIL")
 	delete(plain, "BOOTSTRAP_ADMIN_PASSWORD")
-	first := startApp(t, plain, ns)
+	first := startApp(t, plain)
 	first.register(t, "ROOT@example.com", "own-password", "Root")
-	first.stop()
+	first.Stop()
 
-	second := startApp(t, env, ns) // BOOTSTRAP_ADMIN_EMAIL is root@example.com
+	second := startApp(t, env) // BOOTSTRAP_ADMIN_EMAIL is root@example.com
 	tok := second.login(t, "root@example.com", "own-password")
 	me := second.do(t, "GET", "/v1/users/me", tok, nil).json(t)
 	if !cmp.Equal([]any{"user", "admin"}, me["roles"]) || me["version"] != 2.0 || me["email"] != "ROOT@example.com" {
@@ -650,13 +636,13 @@ func TestBootstrapPromotesExistingUser(t *testing.T) {
 func TestKeysRotate(t *testing.T) {
 	t.Parallel()
 	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
+	a := startApp(t, env)
 	old := a.login(t, adminEmail, adminPassword)
 	oldKid := segment(t, old, 0)["kid"].(string)
 
 	var out bytes.Buffer
-	env["HTTP_ADDR"] = a.addr
-	if err := run(t.Context(), []string{"keys", "rotate"}, func(k string) string { return env[k] }, &out, &syncBuffer{}); err != nil {
+	env["HTTP_ADDR"] = a.Addr
+	if err := run(t.Context(), []string{"keys", "rotate"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Fatalf("keys rotate: %v", err)
 	}
 	if !strings.Contains(out.String(), "is current") {
@@ -664,7 +650,7 @@ func TestKeysRotate(t *testing.T) {
 	}
 	// The bucket holds both keys at once: the new one before anyone signs with it, the old one
 	// while its tokens live.
-	e, err := keyBucket(t, ns.URL).Get(t.Context(), events.KeysKey)
+	e, err := keyBucket(t, ns).Get(t.Context(), events.KeysKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,26 +673,26 @@ func TestKeysRotate(t *testing.T) {
 func TestOutboxStatus(t *testing.T) {
 	t.Parallel()
 	env, ns := testEnv(t)
-	a := startApp(t, env, ns)
-	waitForEvents(t, jetStream(t, ns.URL), 1)
-	a.stop()
+	a := startApp(t, env)
+	waitForEvents(t, ns.JetStream(t), 1)
+	a.Stop()
 
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"outbox", "status"}, func(k string) string { return env[k] }, &out, &syncBuffer{}); err != nil {
+	if err := run(t.Context(), []string{"outbox", "status"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Fatalf("outbox status: %v", err)
 	}
 	if !strings.Contains(out.String(), "published: 1") {
 		t.Errorf("outbox status printed %q, want published: 1", out.String())
 	}
 	out.Reset()
-	if err := run(t.Context(), []string{"outbox", "republish", "--since", "2000-01-01T00:00:00Z"}, func(k string) string { return env[k] }, &out, &syncBuffer{}); err != nil {
+	if err := run(t.Context(), []string{"outbox", "republish", "--since", "2000-01-01T00:00:00Z"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Fatalf("outbox republish: %v", err)
 	}
 	if !strings.Contains(out.String(), "republished: 1") {
 		t.Errorf("outbox republish printed %q, want republished: 1", out.String())
 	}
 	// Inside the duplicate window, the stream does not store it twice.
-	if msgs := waitForEvents(t, jetStream(t, ns.URL), 1); len(msgs) != 1 {
+	if msgs := waitForEvents(t, ns.JetStream(t), 1); len(msgs) != 1 {
 		t.Errorf("stream holds %d events after republish, want 1", len(msgs))
 	}
 }

@@ -2,22 +2,19 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/authmesh/events/natstest"
-	"github.com/authmesh/events/pgtest"
+	"github.com/authmesh/events/servicetest"
 )
 
 // These tests start the real program through run, on a database of their own and a private NATS
@@ -30,189 +27,78 @@ const (
 
 // app is a running account service.
 type app struct {
-	t    *testing.T
-	url  string
-	addr string
-	env  map[string]string
-	nats *natstest.Server
-	logs *syncBuffer
-
-	stopOnce sync.Once
-	cancel   context.CancelFunc
-	done     chan error
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	*servicetest.Process
 }
 
 // testEnv returns the environment of a service on a fresh database and NATS server, with a
 // bootstrap admin.
 func testEnv(t *testing.T) (map[string]string, *natstest.Server) {
 	t.Helper()
-	ns := natstest.New(t)
-	return map[string]string{
-		"DATABASE_URL":             pgtest.NewDatabase(t),
-		"NATS_URL":                 ns.URL,
-		"LOG_LEVEL":                "debug",
-		"BOOTSTRAP_ADMIN_EMAIL":    adminEmail,
-		"BOOTSTRAP_ADMIN_PASSWORD": adminPassword,
-	}, ns
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	env, ns := servicetest.Env(t)
+	env["BOOTSTRAP_ADMIN_EMAIL"] = adminEmail
+	env["BOOTSTRAP_ADMIN_PASSWORD"] = adminPassword
+	return env, ns
 }
 
 // startApp runs the service with env (plus a free HTTP_ADDR) until the test ends, and returns
 // once /readyz answers 200.
-func startApp(t *testing.T, env map[string]string, ns *natstest.Server) *app {
+func startApp(t *testing.T, env map[string]string) *app {
 	t.Helper()
-	env = maps.Clone(env)
-	env["HTTP_ADDR"] = freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &app{t: t, url: "http://" + env["HTTP_ADDR"], addr: env["HTTP_ADDR"], env: env, nats: ns,
-		logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, a.logs) }()
-	t.Cleanup(func() {
-		a.stop()
-		if t.Failed() {
-			t.Logf("service log:\n%s", a.logs.String())
-		}
-	})
-
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get(a.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return a
-			}
-		}
-		select {
-		case err := <-a.done:
-			a.done <- err
-			t.Fatalf("run returned before ready: %v\nlog:\n%s", err, a.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 30s\nlog:\n%s", a.logs.String())
-		}
-	}
-}
-
-// stop cancels the service's context and checks that run returns nil.
-func (a *app) stop() {
-	a.stopOnce.Do(func() {
-		a.cancel()
-		select {
-		case err := <-a.done:
-			if err != nil {
-				a.t.Errorf("run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(30 * time.Second):
-			a.t.Errorf("run did not return within 30s of cancel")
-		}
-	})
+	return &app{servicetest.Start(t, run, env)}
 }
 
 // response is an HTTP answer, read whole.
 type response struct {
-	status int
-	header http.Header
-	body   []byte
+	servicetest.Response
 }
 
 // json decodes the body into a map.
 func (r response) json(t *testing.T) map[string]any {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal(r.body, &m); err != nil {
-		t.Fatalf("body %q is not a JSON object: %v", r.body, err)
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("body %q is not a JSON object: %v", r.Body, err)
 	}
 	return m
 }
 
 // request sends a request with a raw body and content type.
-func (a *app) request(t *testing.T, method, path, token, contentType string, body io.Reader) response {
+func (a *app) request(t *testing.T, method, path, token, contentType, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, a.url+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return response{a.Do(t, method, path, token, body, "Content-Type", contentType)}
 }
 
 // do sends v as JSON (no body when v is nil).
 func (a *app) do(t *testing.T, method, path, token string, v any) response {
 	t.Helper()
 	if v == nil {
-		return a.request(t, method, path, token, "", nil)
+		return response{a.Do(t, method, path, token, "")}
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a.request(t, method, path, token, "application/json", bytes.NewReader(b))
+	return response{a.Do(t, method, path, token, string(b))}
 }
 
 // want checks a response's status, and for an error its problem+json code.
 func want(t *testing.T, what string, r response, status int, code string) {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("%s: status %d, want %d; body %s", what, r.status, status, r.body)
+	if r.Status != status {
+		t.Fatalf("%s: status %d, want %d; body %s", what, r.Status, status, r.Body)
 	}
 	if status < 400 {
-		if ct := r.header.Get("Content-Type"); ct != "application/json" && r.status != http.StatusNoContent {
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" && r.Status != http.StatusNoContent {
 			t.Errorf("%s: Content-Type %q, want application/json", what, ct)
 		}
 		return
 	}
-	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Errorf("%s: Content-Type %q, want application/problem+json", what, ct)
 	}
 	p := r.json(t)
 	if p["code"] != code || p["status"] != float64(status) || p["type"] != "about:blank" || p["title"] == "" {
-		t.Errorf("%s: problem %s, want code %q and status %d", what, r.body, code, status)
+		t.Errorf("%s: problem %s, want code %q and status %d", what, r.Body, code, status)
 	}
 }
 
@@ -231,7 +117,7 @@ func (a *app) login(t *testing.T, email, password string) string {
 	want(t, "login "+email, r, http.StatusOK, "")
 	tok, _ := r.json(t)["access_token"].(string)
 	if tok == "" {
-		t.Fatalf("login %s: no access_token in %s", email, r.body)
+		t.Fatalf("login %s: no access_token in %s", email, r.Body)
 	}
 	return tok
 }

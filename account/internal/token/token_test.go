@@ -18,7 +18,6 @@ import (
 	"github.com/authmesh/events/natstest"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -42,17 +41,7 @@ func (f *fakeStore) set(keys ...account.SigningKey) {
 
 func keyBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	ns := natstest.New(t)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := bus.EnsureKeyBucket(t.Context(), js)
+	kv, err := bus.EnsureKeyBucket(t.Context(), natstest.New(t).JetStream(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func (p *blogProcess) replica(t *testing.T, args ...string) (string, error) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := run(ctx, append([]string{"replica"}, args...), func(k string) string { return p.env[k] }, &out, &out)
+	err := run(ctx, append([]string{"replica"}, args...), func(k string) string { return p.Env[k] }, &out, &out)
 	return out.String(), err
 }
 
@@ -53,7 +53,7 @@ func TestReplicaRebuildWhileServing(t *testing.T) {
 		clients.Go(func() {
 			client := &http.Client{Timeout: 10 * time.Second}
 			for i := c; ctx.Err() == nil; i++ {
-				req, _ := http.NewRequestWithContext(ctx, "DELETE", p.url+"/v1/posts/"+uuid.NewString(), nil)
+				req, _ := http.NewRequestWithContext(ctx, "DELETE", p.URL+"/v1/posts/"+uuid.NewString(), nil)
 				req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
 				resp, err := client.Do(req)
 				if ctx.Err() != nil {
@@ -104,7 +104,7 @@ func TestReplicaRebuildWhileServing(t *testing.T) {
 		t.Errorf("replica verify = %v\n%s", err, out)
 	}
 	// A row changed by hand: verify reports it, and the exit code reaches main.
-	conn, err := pgx.Connect(context.Background(), p.env["DATABASE_URL"])
+	conn, err := pgx.Connect(context.Background(), p.Env["DATABASE_URL"])
 	if err != nil {
 		t.Fatal(err)
 	}

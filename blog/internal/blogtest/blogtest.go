@@ -18,8 +18,8 @@ import (
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/pgtest"
 	"github.com/authmesh/events/replica"
+	"github.com/authmesh/events/servicetest"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -44,16 +44,7 @@ func New(t testing.TB) *Env {
 	if err := replica.Migrate(ctx, pool); err != nil {
 		t.Fatalf("migrate replica: %v", err)
 	}
-	ns := natstest.New(t)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatalf("connect to nats: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
+	js := natstest.New(t).JetStream(t)
 	if _, err := bus.EnsureStream(ctx, js); err != nil {
 		t.Fatalf("stream: %v", err)
 	}
@@ -61,20 +52,7 @@ func New(t testing.TB) *Env {
 	if err != nil {
 		t.Fatalf("replica: %v", err)
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rep.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("replica run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("replica did not stop within 10s")
-		}
-	})
+	servicetest.Go(t, rep.Run)
 	return &Env{Pool: pool, Store: postgres.New(pool), JS: js, Replica: rep}
 }
 

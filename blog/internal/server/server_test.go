@@ -3,7 +3,6 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/servicetest"
 	"github.com/authmesh/events/web"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -53,38 +53,9 @@ func (f *fixture) user(t *testing.T, roles ...string) (events.User, string) {
 	return u, f.iss.Token(t, u)
 }
 
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (f *fixture) do(t *testing.T, method, path, token, body string) response {
+func (f *fixture) do(t *testing.T, method, path, token, body string) servicetest.Response {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, f.url+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return servicetest.Do(t, method, f.url+path, token, body)
 }
 
 type postJSON struct {
@@ -107,17 +78,17 @@ type problem struct {
 
 // wantPost checks r is a JSON post with status and returns it; the body must have exactly the
 // contract's fields.
-func wantPost(t *testing.T, r response, status int) postJSON {
+func wantPost(t *testing.T, r servicetest.Response, status int) postJSON {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
 	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
 	}
 	var fields map[string]any
-	if err := json.Unmarshal(r.body, &fields); err != nil {
-		t.Fatalf("body %s: %v", r.body, err)
+	if err := json.Unmarshal(r.Body, &fields); err != nil {
+		t.Fatalf("body %s: %v", r.Body, err)
 	}
 	keys := slices.Sorted(func(yield func(string) bool) {
 		for k := range fields {
@@ -131,8 +102,8 @@ func wantPost(t *testing.T, r response, status int) postJSON {
 		t.Errorf("post fields mismatch (-want +got):\n%s", diff)
 	}
 	var p postJSON
-	if err := json.Unmarshal(r.body, &p); err != nil {
-		t.Fatalf("body %s: %v", r.body, err)
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatalf("body %s: %v", r.Body, err)
 	}
 	for _, ts := range []string{p.CreatedAt, p.UpdatedAt} {
 		if tm, err := time.Parse(time.RFC3339Nano, ts); err != nil || !strings.HasSuffix(ts, "Z") || tm.IsZero() {
@@ -143,17 +114,17 @@ func wantPost(t *testing.T, r response, status int) postJSON {
 }
 
 // wantProblem checks r is a problem with status and code and returns it.
-func wantProblem(t *testing.T, r response, status int, code string) problem {
+func wantProblem(t *testing.T, r servicetest.Response, status int, code string) problem {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
 	}
-	if ct := r.header.Get("Content-Type"); ct != web.ProblemContentType {
+	if ct := r.Header.Get("Content-Type"); ct != web.ProblemContentType {
 		t.Errorf("Content-Type = %q, want %s", ct, web.ProblemContentType)
 	}
 	var p problem
-	if err := json.Unmarshal(r.body, &p); err != nil {
-		t.Fatalf("problem %s: %v", r.body, err)
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatalf("problem %s: %v", r.Body, err)
 	}
 	if p.Code != code || p.Status != status || p.Type != "about:blank" || p.Title == "" {
 		t.Errorf("problem = %+v, want status %d code %s", p, status, code)
@@ -176,7 +147,7 @@ func TestCreateAndGet(t *testing.T) {
 
 	r := f.do(t, "POST", "/v1/posts", token, `{"title":"Hello","body":"First post."}`)
 	p := wantPost(t, r, http.StatusCreated)
-	if loc := r.header.Get("Location"); loc != "/v1/posts/"+p.ID.String() {
+	if loc := r.Header.Get("Location"); loc != "/v1/posts/"+p.ID.String() {
 		t.Errorf("Location = %q, want /v1/posts/%s", loc, p.ID)
 	}
 	want := postJSON{ID: p.ID, AuthorID: u.ID, AuthorName: u.DisplayName, Title: "Hello",
@@ -247,7 +218,7 @@ func TestCreateRefuses(t *testing.T) {
 	t.Run("no token", func(t *testing.T) {
 		r := f.do(t, "POST", "/v1/posts", "", `{"title":"t","body":"b"}`)
 		wantProblem(t, r, http.StatusUnauthorized, web.CodeUnauthenticated)
-		if r.header.Get("WWW-Authenticate") == "" {
+		if r.Header.Get("WWW-Authenticate") == "" {
 			t.Error("401 without WWW-Authenticate")
 		}
 	})
@@ -340,8 +311,8 @@ func TestDelete(t *testing.T) {
 
 	for name, token := range map[string]string{"author": author, "moderator": moderator, "admin": admin} {
 		path := newPost()
-		if r := f.do(t, "DELETE", path, token, ""); r.status != http.StatusNoContent || len(r.body) != 0 {
-			t.Errorf("DELETE by the %s = %d %s, want 204 and no body", name, r.status, r.body)
+		if r := f.do(t, "DELETE", path, token, ""); r.Status != http.StatusNoContent || len(r.Body) != 0 {
+			t.Errorf("DELETE by the %s = %d %s, want 204 and no body", name, r.Status, r.Body)
 		}
 		wantProblem(t, f.do(t, "GET", path, "", ""), http.StatusNotFound, web.CodeNotFound)
 		wantProblem(t, f.do(t, "DELETE", path, token, ""), http.StatusNotFound, web.CodeNotFound)
@@ -362,8 +333,8 @@ func TestList(t *testing.T) {
 	_, bobToken := f.user(t)
 
 	r := f.do(t, "GET", "/v1/posts", "", "")
-	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"items":[]`) || strings.Contains(string(r.body), "next_cursor") {
-		t.Errorf("empty list = %d %s, want 200 with items [] and no next_cursor", r.status, r.body)
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"items":[]`) || strings.Contains(string(r.Body), "next_cursor") {
+		t.Errorf("empty list = %d %s, want 200 with items [] and no next_cursor", r.Status, r.Body)
 	}
 
 	var want, wantAlice []uuid.UUID // newest first
@@ -390,11 +361,11 @@ func TestList(t *testing.T) {
 				path += "&cursor=" + cursor
 			}
 			r := f.do(t, "GET", path, "", "")
-			if r.status != http.StatusOK {
-				t.Fatalf("GET %s = %d %s", path, r.status, r.body)
+			if r.Status != http.StatusOK {
+				t.Fatalf("GET %s = %d %s", path, r.Status, r.Body)
 			}
 			var page listJSON
-			if err := json.Unmarshal(r.body, &page); err != nil {
+			if err := json.Unmarshal(r.Body, &page); err != nil {
 				t.Fatalf("GET %s: %v", path, err)
 			}
 			sizes = append(sizes, len(page.Items))

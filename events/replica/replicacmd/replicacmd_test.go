@@ -4,18 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
-	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/pgtest"
 	"github.com/authmesh/events/replica"
 	"github.com/authmesh/events/service"
+	"github.com/authmesh/events/servicetest"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,29 +48,12 @@ func newEnv(t *testing.T) env {
 		t.Fatal(err)
 	}
 	srv := natstest.New(t)
-	nc, err := bus.Connect(ctx, srv.URL, t.Name(), 5*time.Second, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := srv.JetStream(t)
 	r, err := replica.New(ctx, replica.Config{Pool: pool, JS: js, Durable: defaults.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = r.Run(rctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	servicetest.Go(t, r.Run)
 	return env{vars: map[string]string{"DATABASE_URL": url, "NATS_URL": srv.URL}, pool: pool, js: js}
 }
 
@@ -96,13 +78,7 @@ func (e env) applied(t *testing.T) uint64 {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, patience)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servicetest.Eventually(t, patience, what, cond)
 }
 
 func publishRaw(t *testing.T, js jetstream.JetStream, subject string, data []byte) uint64 {

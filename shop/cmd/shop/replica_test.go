@@ -25,7 +25,7 @@ func TestReplicaCommands(t *testing.T) {
 		var out bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		err := run(ctx, append([]string{"replica"}, args...), func(k string) string { return p.env[k] }, &out, &out)
+		err := run(ctx, append([]string{"replica"}, args...), func(k string) string { return p.Env[k] }, &out, &out)
 		return out.String(), err
 	}
 	out, err := replica("status", "--json")

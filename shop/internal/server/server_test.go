@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/authtest"
 	"github.com/authmesh/events/pgtest"
+	"github.com/authmesh/events/servicetest"
 	"github.com/authmesh/events/web"
 	"github.com/authmesh/shop/internal/postgres"
 	"github.com/authmesh/shop/internal/server"
@@ -70,62 +70,26 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, url: srv.URL, users: users}
 }
 
+// response is an HTTP answer, read whole.
 type response struct {
-	status int
-	header http.Header
-	body   []byte
+	servicetest.Response
 }
 
 // problem decodes a problem response, checking its media type.
 func (r response) problem(t *testing.T) web.Problem {
 	t.Helper()
-	if ct := r.header.Get("Content-Type"); ct != web.ProblemContentType {
-		t.Errorf("Content-Type = %q, want %q (body %s)", ct, web.ProblemContentType, r.body)
+	if ct := r.Header.Get("Content-Type"); ct != web.ProblemContentType {
+		t.Errorf("Content-Type = %q, want %q (body %s)", ct, web.ProblemContentType, r.Body)
 	}
 	var p web.Problem
-	if err := json.Unmarshal(r.body, &p); err != nil {
-		t.Fatalf("decode problem %s: %v", r.body, err)
-	}
+	r.Decode(t, &p)
 	return p
-}
-
-func (r response) decode(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
-	}
 }
 
 // do sends a request; headers are name, value pairs.
 func (e *env) do(method, path, token, body string, headers ...string) response {
 	e.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, e.url+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return response{status: res.StatusCode, header: res.Header, body: b}
+	return response{servicetest.Do(e.t, method, e.url+path, token, body, headers...)}
 }
 
 type product struct {
@@ -155,11 +119,11 @@ type order struct {
 func (e *env) createProduct(body string) product {
 	e.t.Helper()
 	res := e.do("POST", "/v1/products", adminTok, body)
-	if res.status != http.StatusCreated {
-		e.t.Fatalf("POST /v1/products %s = %d %s, want 201", body, res.status, res.body)
+	if res.Status != http.StatusCreated {
+		e.t.Fatalf("POST /v1/products %s = %d %s, want 201", body, res.Status, res.Body)
 	}
 	var p product
-	res.decode(e.t, &p)
+	res.Decode(e.t, &p)
 	return p
 }
 
@@ -168,17 +132,17 @@ func TestProducts(t *testing.T) {
 	e := newEnv(t)
 
 	res := e.do("GET", "/v1/products", noTok, "")
-	if res.status != http.StatusOK || strings.TrimSpace(string(res.body)) != `{"items":[]}` {
-		t.Errorf("GET /v1/products (empty) = %d %s, want 200 {\"items\":[]}", res.status, res.body)
+	if res.Status != http.StatusOK || strings.TrimSpace(string(res.Body)) != `{"items":[]}` {
+		t.Errorf("GET /v1/products (empty) = %d %s, want 200 {\"items\":[]}", res.Status, res.Body)
 	}
 
 	res = e.do("POST", "/v1/products", adminTok, `{"name":"Widget","price_cents":1250,"stock":3}`)
-	if res.status != http.StatusCreated {
-		t.Fatalf("POST /v1/products = %d %s, want 201", res.status, res.body)
+	if res.Status != http.StatusCreated {
+		t.Fatalf("POST /v1/products = %d %s, want 201", res.Status, res.Body)
 	}
 	var p product
-	res.decode(t, &p)
-	if got, want := res.header.Get("Location"), "/v1/products/"+p.ID; got != want {
+	res.Decode(t, &p)
+	if got, want := res.Header.Get("Location"), "/v1/products/"+p.ID; got != want {
 		t.Errorf("Location = %q, want %q", got, want)
 	}
 	if p.Name != "Widget" || p.PriceCents != 1250 || p.Stock != 3 || !strings.HasSuffix(p.CreatedAt, "Z") || p.CreatedAt != p.UpdatedAt {
@@ -187,15 +151,15 @@ func TestProducts(t *testing.T) {
 
 	res = e.do("GET", "/v1/products/"+p.ID, noTok, "")
 	var got product
-	res.decode(t, &got)
-	if res.status != http.StatusOK || got != p {
-		t.Errorf("GET product = %d %+v, want 200 %+v", res.status, got, p)
+	res.Decode(t, &got)
+	if res.Status != http.StatusOK || got != p {
+		t.Errorf("GET product = %d %+v, want 200 %+v", res.Status, got, p)
 	}
 
 	res = e.do("PATCH", "/v1/products/"+p.ID, adminTok, `{"stock":10,"name":null}`)
-	res.decode(t, &got)
-	if res.status != http.StatusOK || got.Stock != 10 || got.Name != "Widget" {
-		t.Errorf("PATCH stock = %d %+v, want 200 with stock 10, name kept", res.status, got)
+	res.Decode(t, &got)
+	if res.Status != http.StatusOK || got.Stock != 10 || got.Name != "Widget" {
+		t.Errorf("PATCH stock = %d %+v, want 200 with stock 10, name kept", res.Status, got)
 	}
 
 	tests := []struct {
@@ -227,8 +191,8 @@ func TestProducts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := e.do(tt.method, tt.path, tt.token, tt.body)
-			if res.status != tt.status {
-				t.Fatalf("%s %s = %d %s, want %d", tt.method, tt.path, res.status, res.body, tt.status)
+			if res.Status != tt.status {
+				t.Fatalf("%s %s = %d %s, want %d", tt.method, tt.path, res.Status, res.Body, tt.status)
 			}
 			if p := res.problem(t); p.Code != tt.code || p.Status != tt.status {
 				t.Errorf("problem = %+v, want code %s", p, tt.code)
@@ -258,8 +222,8 @@ func TestCreateProductValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := e.do("POST", "/v1/products", adminTok, tt.body)
-			if res.status != http.StatusUnprocessableEntity {
-				t.Fatalf("POST %s = %d %s, want 422", tt.body, res.status, res.body)
+			if res.Status != http.StatusUnprocessableEntity {
+				t.Fatalf("POST %s = %d %s, want 422", tt.body, res.Status, res.Body)
 			}
 			var fields []string
 			for _, fe := range res.problem(t).Errors {
@@ -286,14 +250,14 @@ func TestProductPages(t *testing.T) {
 	path := "/v1/products?limit=2"
 	for range 5 {
 		res := e.do("GET", path, noTok, "")
-		if res.status != http.StatusOK {
-			t.Fatalf("GET %s = %d %s", path, res.status, res.body)
+		if res.Status != http.StatusOK {
+			t.Fatalf("GET %s = %d %s", path, res.Status, res.Body)
 		}
 		var page struct {
 			Items      []product `json:"items"`
 			NextCursor string    `json:"next_cursor"`
 		}
-		res.decode(t, &page)
+		res.Decode(t, &page)
 		for _, p := range page.Items {
 			got = append(got, p.ID)
 		}
@@ -316,15 +280,15 @@ func TestOrders(t *testing.T) {
 
 	body := `{"items":[{"product_id":"` + a.ID + `","quantity":2},{"product_id":"` + b.ID + `","quantity":1}]}`
 	res := e.do("POST", "/v1/orders", aliceTok, body)
-	if res.status != http.StatusCreated {
-		t.Fatalf("POST /v1/orders = %d %s, want 201", res.status, res.body)
+	if res.Status != http.StatusCreated {
+		t.Fatalf("POST /v1/orders = %d %s, want 201", res.Status, res.Body)
 	}
 	var o order
-	res.decode(t, &o)
-	if got, want := res.header.Get("Location"), "/v1/orders/"+o.ID; got != want {
+	res.Decode(t, &o)
+	if got, want := res.Header.Get("Location"), "/v1/orders/"+o.ID; got != want {
 		t.Errorf("Location = %q, want %q", got, want)
 	}
-	if res.header.Get("Idempotent-Replayed") != "" {
+	if res.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("a first response carries Idempotent-Replayed")
 	}
 	want := order{
@@ -351,8 +315,8 @@ func TestOrders(t *testing.T) {
 		status int
 	}{{aliceTok, 200}, {adminTok, 200}, {bobTok, 404}} {
 		res := e.do("GET", "/v1/orders/"+o.ID, tt.token, "")
-		if res.status != tt.status {
-			t.Errorf("GET order as %s = %d %s, want %d", tt.token, res.status, res.body, tt.status)
+		if res.Status != tt.status {
+			t.Errorf("GET order as %s = %d %s, want %d", tt.token, res.Status, res.Body, tt.status)
 		}
 		if tt.status == 404 && res.problem(t).Code != web.CodeNotFound {
 			t.Errorf("GET other's order: code %s, want not_found", res.problem(t).Code)
@@ -361,41 +325,41 @@ func TestOrders(t *testing.T) {
 
 	// Out of stock: 409, nothing reserved.
 	res = e.do("POST", "/v1/orders", bobTok, body)
-	if res.status != http.StatusConflict {
-		t.Fatalf("POST order beyond stock = %d %s, want 409", res.status, res.body)
+	if res.Status != http.StatusConflict {
+		t.Fatalf("POST order beyond stock = %d %s, want 409", res.Status, res.Body)
 	}
 	if p := res.problem(t); p.Code != web.CodeOutOfStock || !strings.Contains(p.Detail, b.ID) {
 		t.Errorf("out of stock problem = %+v, want code out_of_stock naming %s", p, b.ID)
 	}
 	res = e.do("GET", "/v1/products/"+a.ID, noTok, "")
 	var pa product
-	res.decode(t, &pa)
+	res.Decode(t, &pa)
 	if pa.Stock != 3 {
 		t.Errorf("stock of A = %d after a refused order, want 3", pa.Stock)
 	}
 
 	// Bob orders too; lists.
 	res = e.do("POST", "/v1/orders", bobTok, `{"items":[{"product_id":"`+a.ID+`","quantity":1}]}`)
-	if res.status != http.StatusCreated {
-		t.Fatalf("bob's order = %d %s", res.status, res.body)
+	if res.Status != http.StatusCreated {
+		t.Fatalf("bob's order = %d %s", res.Status, res.Body)
 	}
 	var bobs order
-	res.decode(t, &bobs)
+	res.Decode(t, &bobs)
 	listIDs := func(token, query string) (int, []string) {
 		t.Helper()
 		res := e.do("GET", "/v1/orders"+query, token, "")
-		if res.status != http.StatusOK {
-			return res.status, nil
+		if res.Status != http.StatusOK {
+			return res.Status, nil
 		}
 		var l struct {
 			Items []order `json:"items"`
 		}
-		res.decode(t, &l)
+		res.Decode(t, &l)
 		ids := []string{}
 		for _, o := range l.Items {
 			ids = append(ids, o.ID)
 		}
-		return res.status, ids
+		return res.Status, ids
 	}
 	for _, tt := range []struct {
 		name, token, query string
@@ -447,8 +411,8 @@ func TestPlaceOrderValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := e.do("POST", "/v1/orders", aliceTok, tt.body)
-			if res.status != http.StatusUnprocessableEntity {
-				t.Fatalf("POST /v1/orders %s = %d %s, want 422", tt.body, res.status, res.body)
+			if res.Status != http.StatusUnprocessableEntity {
+				t.Fatalf("POST /v1/orders %s = %d %s, want 422", tt.body, res.Status, res.Body)
 			}
 			pr := res.problem(t)
 			var fields []string
@@ -475,15 +439,15 @@ func TestPlaceOrderValidation(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			res := e.do("POST", "/v1/orders", aliceTok, tt.body)
-			if res.status != http.StatusBadRequest || res.problem(t).Code != web.CodeBadRequest {
-				t.Errorf("POST /v1/orders %s = %d %s, want 400 bad_request", tt.body, res.status, res.body)
+			if res.Status != http.StatusBadRequest || res.problem(t).Code != web.CodeBadRequest {
+				t.Errorf("POST /v1/orders %s = %d %s, want 400 bad_request", tt.body, res.Status, res.Body)
 			}
 		})
 	}
 
 	res := e.do("GET", "/v1/products/"+p.ID, noTok, "")
 	var got product
-	res.decode(t, &got)
+	res.Decode(t, &got)
 	if got.Stock != 100 {
 		t.Errorf("stock = %d after refused orders, want 100", got.Stock)
 	}
@@ -496,46 +460,46 @@ func TestIdempotencyKey(t *testing.T) {
 	body := `{"items":[{"product_id":"` + p.ID + `","quantity":2}]}`
 
 	first := e.do("POST", "/v1/orders", aliceTok, body, "Idempotency-Key", "order-1")
-	if first.status != http.StatusCreated {
-		t.Fatalf("first POST = %d %s", first.status, first.body)
+	if first.Status != http.StatusCreated {
+		t.Fatalf("first POST = %d %s", first.Status, first.Body)
 	}
 	// The same request, spelled differently: an upper-case UUID and other spacing.
 	same := "{ \"items\" : [ {\"quantity\":2, \"product_id\":\"" + strings.ToUpper(p.ID) + "\"} ] }"
 	again := e.do("POST", "/v1/orders", aliceTok, same, "Idempotency-Key", "order-1")
-	if again.status != http.StatusCreated || string(again.body) != string(first.body) {
-		t.Errorf("replay = %d %s, want 201 %s", again.status, again.body, first.body)
+	if again.Status != http.StatusCreated || string(again.Body) != string(first.Body) {
+		t.Errorf("replay = %d %s, want 201 %s", again.Status, again.Body, first.Body)
 	}
-	if again.header.Get("Idempotent-Replayed") != "true" {
+	if again.Header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay lacks Idempotent-Replayed: true")
 	}
-	if again.header.Get("Location") != first.header.Get("Location") {
-		t.Errorf("replay Location = %q, want %q", again.header.Get("Location"), first.header.Get("Location"))
+	if again.Header.Get("Location") != first.Header.Get("Location") {
+		t.Errorf("replay Location = %q, want %q", again.Header.Get("Location"), first.Header.Get("Location"))
 	}
 
 	other := e.do("POST", "/v1/orders", aliceTok, `{"items":[{"product_id":"`+p.ID+`","quantity":3}]}`, "Idempotency-Key", "order-1")
-	if other.status != http.StatusUnprocessableEntity || other.problem(t).Code != web.CodeIdempotencyKeyReused {
-		t.Errorf("reused key = %d %s, want 422 idempotency_key_reused", other.status, other.body)
+	if other.Status != http.StatusUnprocessableEntity || other.problem(t).Code != web.CodeIdempotencyKeyReused {
+		t.Errorf("reused key = %d %s, want 422 idempotency_key_reused", other.Status, other.Body)
 	}
 
 	// Another user's key of the same name is theirs.
 	bobs := e.do("POST", "/v1/orders", bobTok, body, "Idempotency-Key", "order-1")
-	if bobs.status != http.StatusCreated || bobs.header.Get("Idempotent-Replayed") != "" || string(bobs.body) == string(first.body) {
-		t.Errorf("bob's POST with alice's key = %d %s, want a new order", bobs.status, bobs.body)
+	if bobs.Status != http.StatusCreated || bobs.Header.Get("Idempotent-Replayed") != "" || string(bobs.Body) == string(first.Body) {
+		t.Errorf("bob's POST with alice's key = %d %s, want a new order", bobs.Status, bobs.Body)
 	}
 
 	for _, key := range []string{"", strings.Repeat("k", 256)} {
 		res := e.do("POST", "/v1/orders", aliceTok, body, "Idempotency-Key", key)
-		if res.status != http.StatusBadRequest || res.problem(t).Code != web.CodeBadRequest {
-			t.Errorf("Idempotency-Key of %d bytes = %d %s, want 400", len(key), res.status, res.body)
+		if res.Status != http.StatusBadRequest || res.problem(t).Code != web.CodeBadRequest {
+			t.Errorf("Idempotency-Key of %d bytes = %d %s, want 400", len(key), res.Status, res.Body)
 		}
 	}
-	if res := e.do("POST", "/v1/orders", aliceTok, body, "Idempotency-Key", strings.Repeat("k", 255)); res.status != http.StatusCreated {
-		t.Errorf("Idempotency-Key of 255 bytes = %d %s, want 201", res.status, res.body)
+	if res := e.do("POST", "/v1/orders", aliceTok, body, "Idempotency-Key", strings.Repeat("k", 255)); res.Status != http.StatusCreated {
+		t.Errorf("Idempotency-Key of 255 bytes = %d %s, want 201", res.Status, res.Body)
 	}
 
 	res := e.do("GET", "/v1/products/"+p.ID, noTok, "")
 	var got product
-	res.decode(t, &got)
+	res.Decode(t, &got)
 	if got.Stock != 94 {
 		t.Errorf("stock = %d, want 94 (three orders of 2)", got.Stock)
 	}
