@@ -244,3 +244,7 @@ func (b *Base) Serve(ctx context.Context, mux *http.ServeMux, checks map[string]
 	b.Log.Info("stopped", "service", b.Config.Name)
 	return errors.Join(serr, werr)
 }
+
+// OneLine returns err's message on one line, for a command's last word on stderr: drivers
+// report multi-address dial failures on several lines.
+func OneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }

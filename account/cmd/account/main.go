@@ -36,7 +36,7 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "account:", err)
+		fmt.Fprintln(os.Stderr, "account:", service.OneLine(err))
 		os.Exit(1)
 	}
 }

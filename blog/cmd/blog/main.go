@@ -34,7 +34,7 @@ func main() {
 		os.Exit(int(code))
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "blog:", err)
+		fmt.Fprintln(os.Stderr, "blog:", service.OneLine(err))
 		os.Exit(1)
 	}
 }

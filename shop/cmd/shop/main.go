@@ -37,7 +37,7 @@ func main() {
 		os.Exit(int(code))
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shop:", err)
+		fmt.Fprintln(os.Stderr, "shop:", service.OneLine(err))
 		os.Exit(1)
 	}
 }
