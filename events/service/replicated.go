@@ -70,9 +70,9 @@ func OpenReplicated(ctx context.Context, cfg Config, getenv func(string) string,
 	}, nil
 }
 
-// Serve serves mux as Base.Serve does, with the replica's consumer and the key watch running
-// beside it; /readyz also requires at least one public key.
-func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux) error {
+// Serve serves mux as Base.Serve does, with the replica's consumer, the key watch and the
+// service's own workers running beside it; /readyz also requires at least one public key.
+func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux, workers ...Worker) error {
 	checks := map[string]web.Check{
 		"keys": func(context.Context) error {
 			if r.Keys.Len() == 0 {
@@ -82,5 +82,5 @@ func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux) error {
 		},
 	}
 	watch := func(ctx context.Context) error { return r.Keys.Watch(ctx, r.kv, r.Log) }
-	return r.Base.Serve(ctx, mux, checks, r.Replica.Run, watch)
+	return r.Base.Serve(ctx, mux, checks, append([]Worker{r.Replica.Run, watch}, workers...)...)
 }

@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -94,15 +93,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	store := postgres.New(base.Pool)
 	mux := server.New(log, store, svc.Auth)
-
-	// The pruner is owned here: it stops when Serve returns, and run waits for it.
-	pctx, stopPruner := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { pruneIdempotencyKeys(pctx, store, log) })
-	err = svc.Serve(ctx, mux)
-	stopPruner()
-	wg.Wait()
-	return err
+	prune := func(ctx context.Context) error {
+		pruneIdempotencyKeys(ctx, store, log)
+		return nil
+	}
+	return svc.Serve(ctx, mux, prune)
 }
 
 // Idempotency keys are kept for keyTTL (the contract promises at least 24 hours), and pruned every
