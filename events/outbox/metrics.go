@@ -1,8 +1,7 @@
 package outbox
 
 import (
-	"errors"
-
+	"github.com/authmesh/events/internal/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,22 +30,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.published = register(reg, m.published)
-	m.errors = register(reg, m.errors)
-	m.pending = register(reg, m.pending)
-	m.oldestAge = register(reg, m.oldestAge)
+	m.published = promreg.Register(reg, m.published)
+	m.errors = promreg.Register(reg, m.errors)
+	m.pending = promreg.Register(reg, m.pending)
+	m.oldestAge = promreg.Register(reg, m.oldestAge)
 	return m
-}
-
-// register registers c on reg, or returns the collector already registered under its name, so
-// that several relays (as in tests) can share a registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	return c
 }

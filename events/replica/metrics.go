@@ -1,8 +1,7 @@
 package replica
 
 import (
-	"errors"
-
+	"github.com/authmesh/events/internal/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -53,25 +52,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.applied = register(reg, m.applied)
-	m.skipped = register(reg, m.skipped)
-	m.deadLettered = register(reg, m.deadLettered)
-	m.batchSeconds = register(reg, m.batchSeconds)
-	m.lastSeq = register(reg, m.lastSeq)
-	m.pending = register(reg, m.pending)
-	m.lookups = register(reg, m.lookups)
+	m.applied = promreg.Register(reg, m.applied)
+	m.skipped = promreg.Register(reg, m.skipped)
+	m.deadLettered = promreg.Register(reg, m.deadLettered)
+	m.batchSeconds = promreg.Register(reg, m.batchSeconds)
+	m.lastSeq = promreg.Register(reg, m.lastSeq)
+	m.pending = promreg.Register(reg, m.pending)
+	m.lookups = promreg.Register(reg, m.lookups)
 	return m
-}
-
-// register registers c on reg, or returns the collector already registered under its name, so
-// that several replicas (as in tests) can share a registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	return c
 }
