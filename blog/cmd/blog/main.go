@@ -18,7 +18,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/authmesh/blog/internal/postgres"
@@ -29,7 +28,7 @@ import (
 
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	var code exitCode
+	var code replicacmd.ExitCode
 	if errors.As(err, &code) {
 		os.Exit(int(code))
 	}
@@ -38,14 +37,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-const usage = "usage: blog [serve] | blog replica <command> (blog replica help)"
-
-// exitCode is the error of a command that has already reported what went wrong: only its exit
-// code is left to pass on.
-type exitCode int
-
-func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
 
 // defaults are the blog's configuration when the environment sets none.
 var defaults = service.Config{
@@ -60,21 +51,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if len(args) > 0 && args[0] == "replica" {
-		if code := replicacmd.Run(ctx, defaults, args[1:], getenv, stdout, stderr); code != 0 {
-			return exitCode(code)
-		}
-		return nil
-	}
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
-		fmt.Fprintln(stdout, usage)
-		return nil
-	}
-	if len(args) > 1 || (len(args) == 1 && args[0] != "serve") {
-		fmt.Fprintf(stderr, "%s: unknown command %q\n%s\n", defaults.Name, strings.Join(args, " "), usage)
-		return exitCode(2)
-	}
-	return serve(ctx, getenv, stderr)
+	return replicacmd.Main(ctx, defaults, args, getenv, stdout, stderr, func(ctx context.Context) error {
+		return serve(ctx, getenv, stderr)
+	})
 }
 
 // serve runs the HTTP API beside the replica's consumer and the key watch until ctx is done.

@@ -14,6 +14,7 @@ import (
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
 	"github.com/authmesh/events/pgtest"
+	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
@@ -113,7 +114,7 @@ func TestReplicaRebuildWhileServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := p.replica(t, "verify")
-	var code exitCode
+	var code replicacmd.ExitCode
 	if !errors.As(err, &code) || code != 1 || !strings.Contains(out, "roles replica [user,admin] stream [user]") {
 		t.Errorf("replica verify of a tampered row = %v\n%s\nwant exit code 1 naming the field", err, out)
 	}
@@ -129,7 +130,7 @@ func TestReplicaUsage(t *testing.T) {
 	}
 	tests := []struct {
 		args []string
-		want exitCode
+		want replicacmd.ExitCode
 	}{
 		{[]string{"replica", "nonsense"}, 2},
 		{[]string{"replica", "rebuild", "--since", "soon"}, 2},
@@ -137,7 +138,7 @@ func TestReplicaUsage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		err := run(t.Context(), tt.args, getenv, &out, &out)
-		var code exitCode
+		var code replicacmd.ExitCode
 		if !errors.As(err, &code) || code != tt.want {
 			t.Errorf("run(%q) = %v, want exit code %d", tt.args, err, tt.want)
 		}

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -31,7 +30,7 @@ import (
 
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	var code exitCode
+	var code replicacmd.ExitCode
 	if errors.As(err, &code) {
 		os.Exit(int(code))
 	}
@@ -40,14 +39,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-const usage = "usage: shop [serve] | shop replica <command> (shop replica help)"
-
-// exitCode is the error of a command that has already reported what went wrong: only its exit
-// code is left to pass on.
-type exitCode int
-
-func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
 
 // defaults are the shop's configuration when the environment sets none.
 var defaults = service.Config{
@@ -59,21 +50,14 @@ var defaults = service.Config{
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(args) > 0 && args[0] == "replica" {
-		if code := replicacmd.Run(ctx, defaults, args[1:], getenv, stdout, stderr); code != 0 {
-			return exitCode(code)
-		}
-		return nil
-	}
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
-		fmt.Fprintln(stdout, usage)
-		return nil
-	}
-	if len(args) > 1 || (len(args) == 1 && args[0] != "serve") {
-		fmt.Fprintf(stderr, "%s: unknown command %q\n%s\n", defaults.Name, strings.Join(args, " "), usage)
-		return exitCode(2)
-	}
+	return replicacmd.Main(ctx, defaults, args, getenv, stdout, stderr, func(ctx context.Context) error {
+		return serve(ctx, getenv, stderr)
+	})
+}
 
+// serve runs the HTTP API beside the replica's consumer, the key watch and the pruning of
+// idempotency keys until ctx is done.
+func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := service.LoadConfig(getenv, defaults)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/authmesh/events/servicetest"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -129,20 +130,13 @@ func TestShopThroughRun(t *testing.T) {
 	}
 }
 
+// TestCommandLine checks that the binary reads the shared command line (replicacmd.Main has the
+// full table): an unknown command is a usage error, exit 2.
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
-	getenv := func(string) string { return "" }
-	for _, args := range [][]string{{"nonsense"}, {"serve", "extra"}} {
-		var stderr strings.Builder
-		err := run(t.Context(), args, getenv, io.Discard, &stderr)
-		if code, ok := errors.AsType[exitCode](err); !ok || code != 2 || !strings.Contains(stderr.String(), usage) {
-			t.Errorf("run(%q) = %v, stderr %q; want exit code 2 and the usage", args, err, stderr.String())
-		}
-	}
-	for _, arg := range []string{"-h", "--help", "help"} {
-		var stdout strings.Builder
-		if err := run(t.Context(), []string{arg}, getenv, &stdout, io.Discard); err != nil || !strings.Contains(stdout.String(), usage) {
-			t.Errorf("run(%q) = %v, stdout %q; want nil and the usage", arg, err, stdout.String())
-		}
+	var stderr strings.Builder
+	err := run(t.Context(), []string{"nonsense"}, func(string) string { return "" }, io.Discard, &stderr)
+	if code, ok := errors.AsType[replicacmd.ExitCode](err); !ok || code != 2 || !strings.Contains(stderr.String(), replicacmd.Usage("shop")) {
+		t.Errorf("run(nonsense) = %v, stderr %q; want exit code 2 and the usage", err, stderr.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/replica/replicacmd"
 )
 
 func TestReplicaCommands(t *testing.T) {
@@ -52,7 +53,7 @@ func TestReplicaCommands(t *testing.T) {
 	if out, err := replica("dead-letters"); err != nil || !strings.Contains(out, "no dead letters") {
 		t.Errorf("replica dead-letters = %v\n%s", err, out)
 	}
-	var code exitCode
+	var code replicacmd.ExitCode
 	if _, err := replica("rebuild", "--from-seq", "0"); !errors.As(err, &code) || code != 2 {
 		t.Errorf("replica rebuild --from-seq 0 = %v, want exit code 2", err)
 	}
