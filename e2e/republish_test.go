@@ -13,6 +13,7 @@ import (
 	"github.com/authmesh/e2e/stack"
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/natstest"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,7 +87,7 @@ func TestStreamRestoredFromOutbox(t *testing.T) {
 	}
 	catRefused("before the loss")
 
-	nc, err := nats.Connect(s.NATS.URL, nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(s.NATS.UserURL(natstest.Ops), nats.Timeout(5*time.Second)) // an operator
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,8 @@ func TestStreamRestoredFromOutbox(t *testing.T) {
 		t.Fatalf("stream holds %d events before the loss, want at least 6", n)
 	}
 
-	// The loss: the stream is gone, and comes back empty (blog and shop recreate it at once).
+	// The loss: the stream is gone, and comes back empty (account's relay recreates it when it
+	// next publishes; the operator does here).
 	// NATS deletes a stream's store in the background: a stream created again in the same
 	// moment may take over the old store, messages and duplicate-detection state included, and
 	// would then take every republished event for a duplicate. Delete until a fresh one stands.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/authmesh/e2e/apitest"
 	"github.com/authmesh/e2e/stack"
+	"github.com/authmesh/events/natstest"
 	"github.com/google/uuid"
 )
 
@@ -56,7 +57,7 @@ func run(m *testing.M) int {
 	}
 	system.own = true
 	system.account, system.blog, system.shop = s.URL["account"], s.URL["blog"], s.URL["shop"]
-	system.natsURL = s.NATS.URL
+	system.natsURL = s.NATS.UserURL(natstest.Ops)
 	system.operator = func(ctx context.Context, service string, args ...string) (*exec.Cmd, error) {
 		return s.Cmd(ctx, service, args...), nil
 	}

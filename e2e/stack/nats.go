@@ -3,20 +3,32 @@ package stack
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"time"
 
+	"github.com/authmesh/events/natstest"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// NATS is an embedded NATS server with JetStream, private to one stack. It can be stopped and
-// started again on the same port with the same store, to play a broker outage.
+// NATS is an embedded NATS server with JetStream, private to one stack, configured by the
+// project's deploy/nats/auth.conf as production is: no anonymous client, one identity per service.
+// It can be stopped and started again on the same port with the same store, to play a broker
+// outage.
 type NATS struct {
-	// URL is the client URL, e.g. nats://127.0.0.1:41235.
+	// URL is the client URL without credentials, e.g. nats://127.0.0.1:41235; UserURL adds them.
 	URL string
 
-	opts server.Options
+	dir  string
+	port int
 	srv  *server.Server
+}
+
+// UserURL is the URL with the credentials of user (natstest.Account, Blog, Shop or Ops).
+func (n *NATS) UserURL(user string) string {
+	u, _ := url.Parse(n.URL)
+	u.User = url.UserPassword(user, natstest.Password(user))
+	return u.String()
 }
 
 // startNATS starts a server on a free port with its store in a new temporary directory.
@@ -25,20 +37,13 @@ func startNATS() (*NATS, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &NATS{opts: server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  dir,
-		NoLog:     true,
-		NoSigs:    true,
-	}}
+	n := &NATS{dir: dir}
 	if err := n.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
-	n.URL = fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port)
+	n.port = n.srv.Addr().(*net.TCPAddr).Port
+	n.URL = fmt.Sprintf("nats://127.0.0.1:%d", n.port)
 	return n, nil
 }
 
@@ -48,8 +53,11 @@ func (n *NATS) Start() error {
 	if n.srv != nil {
 		return nil
 	}
-	opts := n.opts
-	srv, err := server.NewServer(&opts)
+	opts, err := natstest.Options(n.dir, n.port)
+	if err != nil {
+		return err
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
 	}
@@ -76,5 +84,5 @@ func (n *NATS) Stop() {
 // close stops the server and removes its store.
 func (n *NATS) close() {
 	n.Stop()
-	os.RemoveAll(n.opts.StoreDir)
+	os.RemoveAll(n.dir)
 }

@@ -131,7 +131,7 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		s.Env[name] = []string{
 			"HTTP_ADDR=" + addr,
 			"DATABASE_URL=" + db.url,
-			"NATS_URL=" + s.NATS.URL,
+			"NATS_URL=" + s.NATS.UserURL(name), // each service with its own identity
 			"LOG_LEVEL=" + opts.LogLevel,
 		}
 		if name == "account" {
@@ -150,12 +150,18 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 }
 
 // Close stops the services (SIGTERM; each must exit 0) and NATS, drops the databases and removes
-// the binaries New built. It returns every problem it met, after doing all of it.
+// the binaries New built. It returns every problem it met, after doing all of it; a service that
+// logged a refusal of its NATS permissions is one.
 func (s *Stack) Close() error {
 	var errs []error
 	for i := len(Services) - 1; i >= 0; i-- {
 		if err := s.Stop(Services[i]); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, name := range Services {
+		if strings.Contains(s.Log(name), "Permissions Violation") {
+			errs = append(errs, fmt.Errorf("%s met a refusal of its NATS permissions (deploy/nats/auth.conf); see its log", name))
 		}
 	}
 	if s.NATS != nil {

@@ -156,8 +156,10 @@ const (
 	defaultResync = time.Minute
 )
 
-// Watch loads the JWKS from key events.KeysKey of kv into k and keeps it current until ctx is
-// done, then returns nil. It rides out outages of NATS (the watch resumes). An update that cannot
+// Watch loads the JWKS from key events.KeysKey of the bucket events.KeysBucket into k and keeps it
+// current until ctx is done, then returns nil. Account creates the bucket, which blog and shop
+// may only read: until it exists, Watch waits for it. It rides out outages of NATS (the watch
+// resumes). An update that cannot
 // be parsed is logged and ignored. A delete or purge of the key empties the set, so that no token
 // is accepted: the published document is the list of keys account vouches for, and removing it
 // revokes them all (failing closed rather than trusting keys nobody publishes any more).
@@ -166,13 +168,14 @@ const (
 // Besides the watch, the key is read directly every minute. The watch rests on an ordered
 // consumer that resumes from the last stream sequence it saw; if the bucket is deleted and created
 // again, the sequences start over and the watch would miss updates for a while, silently.
-func (k *KeySet) Watch(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) error {
+func (k *KeySet) Watch(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
 	log = orDiscard(log)
-	w := &keyWatch{keys: k, kv: kv, log: log, resync: k.resync}
+	w := &keyWatch{keys: k, js: js, log: log, resync: k.resync}
 	if w.resync <= 0 {
 		w.resync = defaultResync
 	}
 	wait := watchRetryMin
+	waiting := false
 	for {
 		started, err := w.run(ctx)
 		if ctx.Err() != nil {
@@ -181,7 +184,15 @@ func (k *KeySet) Watch(ctx context.Context, kv jetstream.KeyValue, log *slog.Log
 		if started {
 			wait = watchRetryMin
 		}
-		log.Warn("public key watch interrupted; retrying", "err", err, "retry_in", wait)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+			if !waiting {
+				log.Info("waiting for the key bucket; account creates it", "bucket", events.KeysBucket)
+				waiting = true
+			}
+		default:
+			log.Warn("public key watch interrupted; retrying", "err", err, "retry_in", wait)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -194,7 +205,8 @@ func (k *KeySet) Watch(ctx context.Context, kv jetstream.KeyValue, log *slog.Log
 // keyWatch is the state of one Watch.
 type keyWatch struct {
 	keys   *KeySet
-	kv     jetstream.KeyValue
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue // nil until the bucket is found
 	log    *slog.Logger
 	resync time.Duration
 	rev    uint64 // the revision of the key last applied
@@ -208,6 +220,15 @@ func (w *keyWatch) run(ctx context.Context) (bool, error) {
 	// is bounded by a timer that cancels it rather than by a deadline.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if w.kv == nil {
+		lctx, lcancel := context.WithTimeout(ctx, watchCreateTimeout)
+		kv, err := w.js.KeyValue(lctx, events.KeysBucket)
+		lcancel()
+		if err != nil {
+			return false, fmt.Errorf("bucket %s: %w", events.KeysBucket, err)
+		}
+		w.kv = kv
+	}
 	timer := time.AfterFunc(watchCreateTimeout, cancel)
 	kw, err := w.kv.Watch(ctx, events.KeysKey)
 	if !timer.Stop() {

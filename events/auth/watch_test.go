@@ -15,20 +15,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// watched starts a private NATS server, a KeySet watching its key bucket (reading it directly
-// every resync when positive), and returns them. The watch is stopped at cleanup, and must then
-// return nil.
+// watched starts a private NATS server, a KeySet watching its key bucket as blog does (reading it
+// directly every resync when positive), and returns them with the bucket as account writes it. The
+// watch is stopped at cleanup, and must then return nil.
 func watched(t *testing.T, resync time.Duration) (*natstest.Server, jetstream.KeyValue, *auth.KeySet) {
 	t.Helper()
 	srv := natstest.New(t)
-	js := srv.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := bus.EnsureKeyBucket(ctx, js)
+	kv, err := bus.EnsureKeyBucket(ctx, srv.JetStream(t, natstest.Account))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, kv, watch(t, srv, resync)
+}
 
+// watch starts a KeySet watching the bucket of srv as blog does, stopped at cleanup.
+func watch(t *testing.T, srv *natstest.Server, resync time.Duration) *auth.KeySet {
+	t.Helper()
 	keys, err := auth.NewKeySet(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -36,9 +40,10 @@ func watched(t *testing.T, resync time.Duration) (*natstest.Server, jetstream.Ke
 	if resync > 0 {
 		auth.SetResync(keys, resync)
 	}
+	js := srv.JetStream(t, natstest.Blog)
 	wctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- keys.Watch(wctx, kv, slog.New(slog.NewTextHandler(t.Output(), nil))) }()
+	go func() { done <- keys.Watch(wctx, js, slog.New(slog.NewTextHandler(t.Output(), nil))) }()
 	t.Cleanup(func() {
 		stop()
 		select {
@@ -50,7 +55,22 @@ func watched(t *testing.T, resync time.Duration) (*natstest.Server, jetstream.Ke
 			t.Error("Watch did not return within 10s of its context ending")
 		}
 	})
-	return srv, kv, keys
+	return keys
+}
+
+// TestWatchWaitsForBucket: a watch started before account has created the bucket waits for it,
+// then loads the first keys published.
+func TestWatchWaitsForBucket(t *testing.T) {
+	t.Parallel()
+	srv := natstest.New(t)
+	keys := watch(t, srv, 0)
+	time.Sleep(300 * time.Millisecond) // the watch has looked for the bucket and not found it
+	if keys.Len() != 0 {
+		t.Fatalf("Len() = %d before any key is published, want 0", keys.Len())
+	}
+	a := authtest.NewIssuer(t)
+	a.PublishKeys(t, srv.JetStream(t, natstest.Account))
+	servicetest.Eventually(t, 20*time.Second, "key loaded once the bucket exists", has(keys, a))
 }
 
 // put writes doc as the JWKS, retrying while the server is coming back.
@@ -118,18 +138,12 @@ func TestWatchLoadsExisting(t *testing.T) {
 	t.Parallel()
 	srv := natstest.New(t)
 	a := authtest.NewIssuer(t)
-	js := srv.JetStream(t)
-	a.PublishKeys(t, js)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := bus.EnsureKeyBucket(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a.PublishKeys(t, srv.JetStream(t, natstest.Account))
 	keys := &auth.KeySet{}
+	js := srv.JetStream(t, natstest.Blog)
 	wctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- keys.Watch(wctx, kv, nil) }()
+	go func() { done <- keys.Watch(wctx, js, nil) }()
 	eventually(t, "existing key loaded", has(keys, a))
 	stop()
 	if err := <-done; err != nil {
@@ -170,13 +184,12 @@ func TestWatchBucketRecreated(t *testing.T) {
 	}
 	eventually(t, "key loaded", has(keys, a))
 
-	js := srv.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := js.DeleteKeyValue(ctx, events.KeysBucket); err != nil {
+	if err := srv.JetStream(t, natstest.Ops).DeleteKeyValue(ctx, events.KeysBucket); err != nil {
 		t.Fatal(err)
 	}
-	b.PublishKeys(t, js) // creates the bucket again
+	b.PublishKeys(t, srv.JetStream(t, natstest.Account)) // creates the bucket again
 	eventually(t, "key of the new bucket loaded", has(keys, b))
 	if keys.Len() != 1 {
 		t.Errorf("Len() = %d after the new bucket's document, want 1", keys.Len())

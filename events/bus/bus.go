@@ -1,6 +1,8 @@
 // Package bus connects to NATS and declares the JetStream resources of the contract: the USERS
 // stream, the durable consumers of the replicas, and the key-value bucket of public keys.
-// Declarations are idempotent: every service calls them at start and creates what is absent.
+// Declarations are idempotent. Only account creates the stream and the bucket (EnsureStream,
+// EnsureKeyBucket); blog and shop may only create their own durable consumer (EnsureConsumer),
+// and find the rest with Stream and KeyBucket: deploy/nats/auth.conf grants no more.
 package bus
 
 import (
@@ -8,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/authmesh/events"
@@ -15,37 +19,135 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Connect connects to url as client name and keeps reconnecting for as long as the process runs,
-// so that an outage of the broker is survived; it fails only when the first connection cannot be
-// made within timeout.
-func Connect(ctx context.Context, url, name string, timeout time.Duration, log *slog.Logger) (*nats.Conn, error) {
+// ConnConfig says how a service connects to NATS.
+type ConnConfig struct {
+	// URL is NATS_URL: one server URL, or several comma-separated for a cluster. Credentials may be
+	// given in it, as nats://user:password@host:4222 (or nats://token@host:4222); they are used
+	// for every server of the cluster, those the client discovers included, and never logged.
+	URL string
+	// Creds is NATS_CREDS: the path of a credentials file (user JWT and seed), for deployments on
+	// NATS's decentralized JWT authentication. Optional.
+	Creds string
+	// Service is the identity's service: account, blog or shop. It names the client's inbox
+	// (InboxPrefix), which is the only subject deploy/nats/auth.conf lets the service subscribe to.
+	Service string
+	// Name is the client's name as the server shows it; Service when empty.
+	Name string
+}
+
+// InboxPrefix is the prefix of the reply subjects of service's requests: its own, so that no
+// service may read the replies to another's requests (deploy/nats/auth.conf).
+func InboxPrefix(service string) string { return "_INBOX_" + service }
+
+// Connect connects as cfg says and keeps reconnecting for as long as the process runs, so that an
+// outage of the broker is survived, a refusal of the credentials included (the broker may be
+// restarting with a new configuration). It fails only when the first connection cannot be made
+// within timeout.
+func Connect(ctx context.Context, cfg ConnConfig, timeout time.Duration, log *slog.Logger) (*nats.Conn, error) {
+	servers, auth, err := ParseURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.Name
+	if name == "" {
+		name = cfg.Service
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.Timeout(2 * time.Second),
+		nats.IgnoreAuthErrorAbort(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
+	}
+	if cfg.Service != "" {
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(cfg.Service)))
+	}
+	opts = append(opts, auth...)
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	where := Redact(cfg.URL)
 	deadline := time.Now().Add(timeout)
 	for {
-		nc, err := nats.Connect(url,
-			nats.Name(name),
-			nats.MaxReconnects(-1),
-			nats.ReconnectWait(500*time.Millisecond),
-			nats.Timeout(2*time.Second),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-				if err != nil {
-					log.Warn("nats disconnected", "err", err)
-				}
-			}),
-			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
-		)
+		nc, err := nats.Connect(servers, opts...)
 		if err == nil {
 			return nc, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to nats at %s: %w", url, err)
+			return nil, fmt.Errorf("connect to nats at %s: %w", where, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to nats at %s: %w", url, ctx.Err())
+			return nil, fmt.Errorf("connect to nats at %s: %w", where, ctx.Err())
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// ParseURL splits NATS_URL into the server list for nats.Connect, without credentials, and the
+// option that carries them: user and password, or a token. The URLs of the list that carry
+// credentials must carry the same ones; an unparsable URL is an error that does not quote it.
+func ParseURL(raw string) (servers string, auth []nats.Option, err error) {
+	var (
+		list []string
+		cred *url.Userinfo
+	)
+	for i, s := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			return "", nil, fmt.Errorf("NATS_URL: URL %d of the list is not a URL such as nats://user:password@host:4222", i+1)
+		}
+		switch {
+		case u.User == nil:
+		case cred == nil:
+			cred = u.User
+		case cred.String() != u.User.String():
+			return "", nil, errors.New("NATS_URL: the URLs of the list carry different credentials")
+		}
+		u.User = nil
+		list = append(list, u.String())
+	}
+	if cred != nil {
+		if pw, ok := cred.Password(); ok {
+			auth = []nats.Option{nats.UserInfo(cred.Username(), pw)}
+		} else {
+			auth = []nats.Option{nats.Token(cred.Username())}
+		}
+	}
+	return strings.Join(list, ","), auth, nil
+}
+
+// Redact returns NATS_URL fit for a log: the user of each URL kept, any password or token
+// replaced by "redacted".
+func Redact(raw string) string {
+	var out []string
+	for _, s := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		switch {
+		case err != nil:
+			out = append(out, "(unparsable)")
+			continue
+		case u.User == nil:
+		case hasPassword(u.User):
+			u.User = url.UserPassword(u.User.Username(), "redacted")
+		default: // a token
+			u.User = url.User("redacted")
+		}
+		out = append(out, u.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func hasPassword(u *url.Userinfo) bool {
+	_, ok := u.Password()
+	return ok
 }
 
 // StreamConfig is the configuration of the USERS stream: file storage, limits retention with no

@@ -28,17 +28,24 @@ import (
 const patience = 20 * time.Second
 
 type env struct {
-	dbURL string
-	pool  *pgxpool.Pool
-	js    jetstream.JetStream
-	srv   *natstest.Server
+	dbURL  string
+	pool   *pgxpool.Pool
+	js     jetstream.JetStream // connected as account, which runs the relay
+	reader jetstream.JetStream // connected as blog, which reads what the relay published
+	srv    *natstest.Server
 }
 
 func newEnv(t *testing.T) env {
 	t.Helper()
 	dbURL := pgtest.NewDatabase(t)
 	srv := natstest.New(t)
-	e := env{dbURL: dbURL, pool: newPool(t, dbURL), js: srv.JetStream(t), srv: srv}
+	e := env{
+		dbURL:  dbURL,
+		pool:   newPool(t, dbURL),
+		js:     srv.JetStream(t, natstest.Account),
+		reader: srv.JetStream(t, natstest.Blog),
+		srv:    srv,
+	}
 	if err := outbox.Migrate(context.Background(), e.pool); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
@@ -211,7 +218,7 @@ func TestRelayPublishesInOrder(t *testing.T) {
 	start(t, outbox.RelayConfig{Pool: e.pool, JS: e.js, Metrics: reg})
 	eventually(t, "all published", published(t, e.pool, int64(len(evs))))
 
-	msgs := stream(t, e.js)
+	msgs := stream(t, e.reader)
 	if diff := cmp.Diff(want(evs, 1), msgs); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
 	}
@@ -226,7 +233,7 @@ func TestRelayPublishesInOrder(t *testing.T) {
 	// The relay keeps running: a later Add is published on its NOTIFY.
 	more := add(t, e.pool, 1)
 	eventually(t, "later event published", published(t, e.pool, int64(len(evs)+1)))
-	if diff := cmp.Diff(want(append(evs, more...), 1), stream(t, e.js)); diff != "" {
+	if diff := cmp.Diff(want(append(evs, more...), 1), stream(t, e.reader)); diff != "" {
 		t.Errorf("stream after a later Add (-want +got):\n%s", diff)
 	}
 }
@@ -270,7 +277,7 @@ func TestGapTrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "late event published", published(t, e.pool, 2))
-	if diff := cmp.Diff(want([]events.Event{early[0], late}, 1), stream(t, e.js)); diff != "" {
+	if diff := cmp.Diff(want([]events.Event{early[0], late}, 1), stream(t, e.reader)); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
 	}
 }
@@ -294,7 +301,7 @@ func TestRelaySurvivesNATSOutage(t *testing.T) {
 
 	// Publishes that timed out may still have reached the stream: their retries, with the same
 	// Nats-Msg-Id, are de-duplicated. Every event is there once, in order.
-	msgs := stream(t, e.js)
+	msgs := stream(t, e.reader)
 	if diff := cmp.Diff(want(append(before, during...), 1), msgs); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
 	}
@@ -332,7 +339,7 @@ func TestTwoRelays(t *testing.T) {
 	}
 	eventually(t, "published after a relay stopped", published(t, e.pool, 70))
 
-	msgs := stream(t, e.js)
+	msgs := stream(t, e.reader)
 	got := map[uuid.UUID]bool{}
 	for _, m := range msgs {
 		if got[m.EventID] {
@@ -377,7 +384,7 @@ func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	stop()
 
 	// The stream is lost and recreated empty; it starts again from sequence 1 once a message is stored.
-	if err := e.js.DeleteStream(ctx, events.StreamName); err != nil {
+	if err := e.srv.JetStream(t, natstest.Ops).DeleteStream(ctx, events.StreamName); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bus.EnsureStream(ctx, e.js); err != nil {
@@ -390,7 +397,7 @@ func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	if want := (outbox.Republished{Published: len(evs)}); err != nil || n != want {
 		t.Fatalf("Republish = %+v, %v; want %+v, nil", n, err, want)
 	}
-	msgs := stream(t, e.js)
+	msgs := stream(t, e.reader)
 	if diff := cmp.Diff(want(evs, 1), msgs); diff != "" {
 		t.Errorf("stream after Republish (-want +got):\n%s", diff)
 	}
@@ -402,7 +409,7 @@ func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	if n, err := outbox.Republish(ctx, e.pool, e.js, time.Time{}); err != nil || n != (outbox.Republished{Published: len(evs), Duplicates: len(evs)}) {
 		t.Fatalf("second Republish = %+v, %v; want all %d published and reported as duplicates", n, err, len(evs))
 	}
-	if diff := cmp.Diff(want(evs, 1), stream(t, e.js)); diff != "" {
+	if diff := cmp.Diff(want(evs, 1), stream(t, e.reader)); diff != "" {
 		t.Errorf("stream after a second Republish (-want +got):\n%s", diff)
 	}
 }

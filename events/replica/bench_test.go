@@ -39,8 +39,9 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := natstest.New(b)
-	js := srv.JetStream(b, jetstream.WithPublishAsyncMaxPending(4096))
-	if _, err := bus.EnsureStream(ctx, js); err != nil {
+	pub := srv.JetStream(b, natstest.Account, jetstream.WithPublishAsyncMaxPending(4096))
+	js := srv.JetStream(b, natstest.Blog) // the operator command runs as the service
+	if _, err := bus.EnsureStream(ctx, pub); err != nil {
 		b.Fatal(err)
 	}
 
@@ -60,15 +61,15 @@ func BenchmarkRebuild(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := js.PublishAsync(e.Subject(), data); err != nil {
+			if _, err := pub.PublishAsync(e.Subject(), data); err != nil {
 				b.Fatal(err)
 			}
 			if (i+int(v))%2048 == 0 {
-				waitPublished(b, js) // bounded pending acks: no stall
+				waitPublished(b, pub) // bounded pending acks: no stall
 			}
 		}
 	}
-	waitPublished(b, js)
+	waitPublished(b, pub)
 	b.Logf("published %d events in %s", n, time.Since(start).Round(time.Millisecond))
 
 	b.ResetTimer()

@@ -97,13 +97,42 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	return msgs, b.Error()
 }
 
+// attach declares the durable consumer, waiting as long as it takes for the stream: account
+// creates it, and blog and shop may not (deploy/nats/auth.conf), so a replica started first waits
+// for account instead of failing. It reports false when ctx ended first.
+func (r *Replica) attach(ctx context.Context) bool {
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
+	waiting := false
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err := bus.EnsureConsumer(cctx, r.cfg.JS, r.cfg.Durable)
+		cancel()
+		switch {
+		case err == nil:
+			r.cons = cons
+			r.attached.Store(true)
+			r.cfg.Log.Info("replica consumer ready", "stream", events.StreamName, "durable", r.cfg.Durable)
+			return true
+		case ctx.Err() != nil:
+			return false
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if !waiting {
+				r.cfg.Log.Info("waiting for the stream; account creates it", "stream", events.StreamName)
+				waiting = true
+			}
+		default:
+			r.cfg.Log.Warn("declare replica consumer", "durable", r.cfg.Durable, "err", err)
+		}
+		if !retry.Sleep(ctx, bo.Next()) {
+			return false
+		}
+	}
+}
+
 // reensure declares the consumer again, in case a fetch failed because it was deleted.
 func (r *Replica) reensure(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := bus.EnsureStream(ctx, r.cfg.JS); err != nil {
-		return
-	}
 	if cons, err := bus.EnsureConsumer(ctx, r.cfg.JS, r.cfg.Durable); err == nil {
 		r.cons = cons
 	}

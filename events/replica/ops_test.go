@@ -70,9 +70,9 @@ func publishUsers(t *testing.T, e env, n int) ([]events.User, uint64) {
 	var last uint64
 	for range n {
 		u := authtest.NewUser()
-		publishEvent(t, e.js, events.Subject(events.UserCreated, u.ID), event(t, u))
+		publishEvent(t, e.pub, events.Subject(events.UserCreated, u.ID), event(t, u))
 		u.Version, u.Roles = 2, []string{events.RoleUser, events.RoleModerator}
-		last = publishEvent(t, e.js, events.Subject(events.UserRoleChanged, u.ID), event(t, u))
+		last = publishEvent(t, e.pub, events.Subject(events.UserRoleChanged, u.ID), event(t, u))
 		us = append(us, u)
 	}
 	return us, last
@@ -96,7 +96,7 @@ func TestRebuildWhileServing(t *testing.T) {
 	start(t, r)
 	users, last := publishUsers(t, e, 150)
 	// A poison message: the rebuild skips it as the consumer dead-letters it.
-	publishRaw(t, e.js, events.Subject(events.UserCreated, uuid.New()), []byte("{not json"))
+	publishRaw(t, e.pub, events.Subject(events.UserCreated, uuid.New()), []byte("{not json"))
 	eventually(t, "all applied", func() bool { return applied(t, e.pool) == last+1 })
 	// A row that the stream does not hold: a full rebuild drops it.
 	stray := authtest.NewUser()
@@ -132,10 +132,10 @@ func TestRebuildWhileServing(t *testing.T) {
 		}
 		for range 10 {
 			u := authtest.NewUser()
-			publishEvent(t, e.js, events.Subject(events.UserCreated, u.ID), event(t, u))
+			publishEvent(t, e.pub, events.Subject(events.UserCreated, u.ID), event(t, u))
 			during = append(during, u)
 		}
-		seq := publishEvent(t, e.js, events.Subject(events.UserStatusChanged, changed.ID), event(t, changed))
+		seq := publishEvent(t, e.pub, events.Subject(events.UserStatusChanged, changed.ID), event(t, changed))
 		eventually(t, "applied during the rebuild", func() bool { return applied(t, e.pool) >= seq })
 	}
 	res, err := replica.Rebuild(context.Background(), e.pool, e.js, replica.RebuildOptions{Progress: progress})
@@ -176,7 +176,7 @@ func TestRebuildWhileServing(t *testing.T) {
 
 	// The consumer goes on writing into the new table, and User is woken by its NOTIFY.
 	after := authtest.NewUser()
-	authtest.PublishUser(t, e.js, events.UserCreated, after)
+	authtest.PublishUser(t, e.pub, events.UserCreated, after)
 	if _, err := r.User(context.Background(), after.ID, 1); err != nil {
 		t.Fatalf("User after the swap: %v", err)
 	}
@@ -198,14 +198,14 @@ func TestRebuildFromSeqAndSince(t *testing.T) {
 	start(t, r)
 
 	a, b := authtest.NewUser(), authtest.NewUser()
-	publishEvent(t, e.js, events.Subject(events.UserCreated, a.ID), event(t, a))
+	publishEvent(t, e.pub, events.Subject(events.UserCreated, a.ID), event(t, a))
 	time.Sleep(20 * time.Millisecond)
 	since := time.Now()
 	time.Sleep(20 * time.Millisecond)
-	seqB := publishEvent(t, e.js, events.Subject(events.UserCreated, b.ID), event(t, b))
+	seqB := publishEvent(t, e.pub, events.Subject(events.UserCreated, b.ID), event(t, b))
 	a2 := a
 	a2.Version, a2.Roles = 2, []string{events.RoleUser, events.RoleAdmin}
-	last := publishEvent(t, e.js, events.Subject(events.UserRoleChanged, a.ID), event(t, a2))
+	last := publishEvent(t, e.pub, events.Subject(events.UserRoleChanged, a.ID), event(t, a2))
 	eventually(t, "applied", func() bool { return applied(t, e.pool) == last })
 
 	// A restored backup taken after a's creation: b is absent and a is at version 1. A row the
@@ -363,13 +363,13 @@ func TestDeadLettersRetry(t *testing.T) {
 	exec(t, e.pool, `ALTER TABLE replica_users ADD CONSTRAINT no_blocked CHECK (email NOT LIKE 'blocked%')`)
 	blocked := authtest.NewUser()
 	blocked.Email = "blocked@example.com"
-	seqBlocked := publishEvent(t, e.js, events.Subject(events.UserCreated, blocked.ID), event(t, blocked))
+	seqBlocked := publishEvent(t, e.pub, events.Subject(events.UserCreated, blocked.ID), event(t, blocked))
 	// Garbage, then the user's next event with its full state: retrying resolves it as superseded.
 	garbled := authtest.NewUser()
-	seqGarbled := publishRaw(t, e.js, events.Subject(events.UserCreated, garbled.ID), []byte("{not json"))
+	seqGarbled := publishRaw(t, e.pub, events.Subject(events.UserCreated, garbled.ID), []byte("{not json"))
 	// Garbage for which nothing comes later: it stays.
 	stuck := uuid.New()
-	seqStuck := publishRaw(t, e.js, events.Subject(events.UserCreated, stuck), []byte("{not json"))
+	seqStuck := publishRaw(t, e.pub, events.Subject(events.UserCreated, stuck), []byte("{not json"))
 	eventually(t, "handled", func() bool { return applied(t, e.pool) == seqStuck })
 
 	if _, err := r.User(ctx, blocked.ID, 1); !errors.Is(err, replica.ErrStale) {
@@ -391,7 +391,7 @@ func TestDeadLettersRetry(t *testing.T) {
 	// The fix.
 	exec(t, e.pool, `ALTER TABLE replica_users DROP CONSTRAINT no_blocked`)
 	garbled.Version = 2
-	last := publishEvent(t, e.js, events.Subject(events.UserRoleChanged, garbled.ID), event(t, garbled))
+	last := publishEvent(t, e.pub, events.Subject(events.UserRoleChanged, garbled.ID), event(t, garbled))
 	eventually(t, "handled", func() bool { return applied(t, e.pool) == last })
 
 	if _, err := replica.Retry(ctx, e.pool, last+1); !errors.Is(err, replica.ErrNoDeadLetter) {
@@ -441,15 +441,15 @@ func TestStatus(t *testing.T) {
 	e := newEnv(t)
 	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js})
 	_, last := publishUsers(t, e, 3)
-	publishRaw(t, e.js, events.Subject(events.UserCreated, uuid.New()), []byte("{not json"))
+	publishRaw(t, e.pub, events.Subject(events.UserCreated, uuid.New()), []byte("{not json"))
 	ctx := context.Background()
 
 	got, err := replica.Status(ctx, e.pool, e.js, "test")
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	want := replica.StatusReport{StreamLastSeq: last + 1, Lag: last + 1,
-		Consumer: &replica.ConsumerReport{Name: "test", NumPending: last + 1}}
+	// Run declares the durable consumer: before it, there is none.
+	want := replica.StatusReport{StreamLastSeq: last + 1, Lag: last + 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Status before Run (-want +got):\n%s", diff)
 	}

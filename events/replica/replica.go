@@ -23,7 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events"
 	"github.com/authmesh/events/migrate"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,9 +56,11 @@ type Config struct {
 
 // Replica is a service's user replica. User may be called from any goroutine; Run is called once.
 type Replica struct {
-	cfg     Config
-	cons    jetstream.Consumer
-	m       *metrics
+	cfg  Config
+	cons jetstream.Consumer // set by attach, then used by the consume loop alone
+	// attached is true once the durable consumer exists; until then Ready reports why not.
+	attached atomic.Bool
+	m        *metrics
 	waiters waiters
 	// listening is true while the listener holds its LISTEN connection, so that a NOTIFY is
 	// certain to wake the waiters; while false, they re-check on a short interval.
@@ -73,8 +75,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return migrate.Apply(ctx, pool, "replica", migrations, "migrations")
 }
 
-// New returns a replica; it creates the durable consumer if absent. Call Run to start applying.
-func New(ctx context.Context, cfg Config) (*Replica, error) {
+// New returns a replica. It does not touch NATS: Run waits for the stream and declares the durable
+// consumer, so a service may start before account has created the stream.
+func New(cfg Config) (*Replica, error) {
 	if cfg.Pool == nil || cfg.JS == nil || cfg.Durable == "" {
 		return nil, errors.New("replica: Pool, JS and Durable are required")
 	}
@@ -84,25 +87,34 @@ func New(ctx context.Context, cfg Config) (*Replica, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if _, err := bus.EnsureStream(ctx, cfg.JS); err != nil {
-		return nil, err
-	}
-	cons, err := bus.EnsureConsumer(ctx, cfg.JS, cfg.Durable)
-	if err != nil {
-		return nil, err
-	}
-	return &Replica{cfg: cfg, cons: cons, m: newMetrics(cfg.Metrics)}, nil
+	return &Replica{cfg: cfg, m: newMetrics(cfg.Metrics)}, nil
 }
 
-// Run applies events until ctx is done, then finishes the batch in hand and returns nil. It also
-// runs the listener that wakes the callers waiting in User. It returns an error only if it cannot
-// go on (it rides out outages of NATS and Postgres by retrying).
+// Run waits for the USERS stream, declares the durable consumer, then applies events until ctx is
+// done, finishes the batch in hand and returns nil. It also runs the listener that wakes the
+// callers waiting in User. It returns an error only if it cannot go on (it rides out outages of
+// NATS and Postgres by retrying).
 func (r *Replica) Run(ctx context.Context) error {
 	lctx, stopListener := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { r.listen(lctx) })
 	defer wg.Wait()
 	defer stopListener()
-	r.consume(ctx)
+	if r.attach(ctx) {
+		r.consume(ctx)
+	}
+	return nil
+}
+
+// ErrNotAttached is Ready's answer until the durable consumer exists: the stream has not been
+// created yet (account creates it), or NATS has not answered.
+var ErrNotAttached = errors.New("no durable consumer yet (waiting for the stream " + events.StreamName + ")")
+
+// Ready reports whether the replica is fed: nil once Run has found the stream and declared the
+// durable consumer, else ErrNotAttached. It is the service's readiness check of the stream.
+func (r *Replica) Ready(context.Context) error {
+	if !r.attached.Load() {
+		return ErrNotAttached
+	}
 	return nil
 }

@@ -32,7 +32,8 @@ const patience = 15 * time.Second
 
 type env struct {
 	pool *pgxpool.Pool
-	js   jetstream.JetStream
+	pub  jetstream.JetStream // connected as account, which publishes the events
+	js   jetstream.JetStream // connected as blog, whose replica consumes them
 	srv  *natstest.Server
 }
 
@@ -43,7 +44,7 @@ func newEnv(t *testing.T) env {
 		t.Fatalf("Migrate: %v", err)
 	}
 	srv := natstest.New(t)
-	return env{pool: pool, js: srv.JetStream(t), srv: srv}
+	return env{pool: pool, pub: srv.JetStream(t, natstest.Account), js: srv.JetStream(t, natstest.Blog), srv: srv}
 }
 
 func newReplica(t *testing.T, cfg replica.Config) *replica.Replica {
@@ -54,9 +55,7 @@ func newReplica(t *testing.T, cfg replica.Config) *replica.Replica {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	r, err := replica.New(ctx, cfg)
+	r, err := replica.New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -185,6 +184,26 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 	return sum
 }
 
+// TestRunWaitsForStream: a replica started before account has created the stream (which blog and
+// shop may not create) is not ready and waits, then applies the first events once it exists.
+func TestRunWaitsForStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js, Wait: patience})
+	start(t, r)
+	time.Sleep(300 * time.Millisecond) // Run has looked for the stream and not found it
+	if err := r.Ready(t.Context()); !errors.Is(err, replica.ErrNotAttached) {
+		t.Fatalf("Ready() before the stream exists = %v, want ErrNotAttached", err)
+	}
+	u := authtest.NewUser()
+	authtest.PublishUser(t, e.pub, events.UserCreated, u) // creates the stream, as account does
+	eventually(t, "ready once the stream exists", func() bool { return r.Ready(t.Context()) == nil })
+	got, err := r.User(t.Context(), u.ID, u.Version)
+	if err != nil || got.Version != u.Version {
+		t.Fatalf("User() = %+v, %v; want version %d", got, err, u.Version)
+	}
+}
+
 func TestApplyVersionGate(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.NewPool(t)
@@ -256,7 +275,7 @@ func TestRunAppliesBatches(t *testing.T) {
 		for _, v := range []int64{1, 3, 2} {
 			u.Version = v
 			u.DisplayName = fmt.Sprintf("v%d", v)
-			authtest.PublishUser(t, e.js, events.UserRoleChanged, u)
+			authtest.PublishUser(t, e.pub, events.UserRoleChanged, u)
 		}
 		u.Version, u.DisplayName = 3, "v3"
 		want[u.ID] = u
@@ -306,12 +325,13 @@ func TestAckAfterCommit(t *testing.T) {
 	}
 	broken.Close() // every transaction fails: the database is unreachable for this instance
 	srv := natstest.New(t)
-	js := srv.JetStream(t)
+	js := srv.JetStream(t, natstest.Blog)
 
+	u := authtest.NewUser()
+	authtest.PublishUser(t, srv.JetStream(t, natstest.Account), events.UserCreated, u)
 	a := newReplica(t, replica.Config{Pool: broken, JS: js, Durable: "shared"})
 	stopA := start(t, a)
-	u := authtest.NewUser()
-	authtest.PublishUser(t, js, events.UserCreated, u)
+	eventually(t, "consumer declared", func() bool { return a.Ready(t.Context()) == nil })
 	eventually(t, "event delivered to the broken instance", func() bool {
 		return consumerInfo(t, js, "shared").Delivered.Consumer >= 1
 	})
@@ -343,28 +363,28 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js, Metrics: reg, Wait: 200 * time.Millisecond})
 
 	first := authtest.NewUser()
-	publishEvent(t, e.js, events.Subject(events.UserCreated, first.ID), event(t, first))
+	publishEvent(t, e.pub, events.Subject(events.UserCreated, first.ID), event(t, first))
 
 	garbled := uuid.New()
-	seqGarbled := publishRaw(t, e.js, events.Subject(events.UserCreated, garbled), []byte("{not json"))
+	seqGarbled := publishRaw(t, e.pub, events.Subject(events.UserCreated, garbled), []byte("{not json"))
 
 	invalid := uuid.New()
 	bad, _ := json.Marshal(map[string]any{"id": uuid.New(), "type": "user.created", "user": map[string]any{"id": invalid}})
-	seqInvalid := publishRaw(t, e.js, events.Subject(events.UserCreated, invalid), bad)
+	seqInvalid := publishRaw(t, e.pub, events.Subject(events.UserCreated, invalid), bad)
 
 	payloadUser, subjectUser := authtest.NewUser(), uuid.New()
-	seqMismatch := publishEvent(t, e.js, events.Subject(events.UserCreated, subjectUser), event(t, payloadUser))
+	seqMismatch := publishEvent(t, e.pub, events.Subject(events.UserCreated, subjectUser), event(t, payloadUser))
 
 	// Valid JSON and a valid event, but Postgres refuses the NUL: the batch fails on a data
 	// exception, and the event is found by applying the batch one by one.
 	nul := authtest.NewUser()
 	nul.DisplayName = "a\x00b"
-	seqNUL := publishEvent(t, e.js, events.Subject(events.UserCreated, nul.ID), event(t, nul))
+	seqNUL := publishEvent(t, e.pub, events.Subject(events.UserCreated, nul.ID), event(t, nul))
 
-	seqNoUser := publishRaw(t, e.js, "users.created.not-a-uuid", []byte("\xff\xfe"))
+	seqNoUser := publishRaw(t, e.pub, "users.created.not-a-uuid", []byte("\xff\xfe"))
 
 	last := authtest.NewUser()
-	seqLast := publishEvent(t, e.js, events.Subject(events.UserCreated, last.ID), event(t, last))
+	seqLast := publishEvent(t, e.pub, events.Subject(events.UserCreated, last.ID), event(t, last))
 
 	start(t, r)
 	eventually(t, "all handled", func() bool { return applied(t, e.pool) == seqLast })
@@ -427,7 +447,7 @@ func TestUserWokenByAnotherInstance(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	if _, err := bus.EnsureStream(ctx, e.js); err != nil {
+	if _, err := bus.EnsureStream(ctx, e.pub); err != nil {
 		t.Fatal(err)
 	}
 	// Instance a only serves User: its consumer takes no events, so only b applies them.
@@ -457,7 +477,7 @@ func TestUserWokenByAnotherInstance(t *testing.T) {
 
 	b := newReplica(t, replica.Config{Pool: e.pool, JS: e.js, Durable: "writer"})
 	start(t, b)
-	authtest.PublishUser(t, e.js, events.UserCreated, u)
+	authtest.PublishUser(t, e.pub, events.UserCreated, u)
 
 	// a's listener is up, so a does not re-check on a timer: only the NOTIFY of b's commit
 	// can wake it before uctx ends.
@@ -487,7 +507,7 @@ func TestUserWithoutListenerRechecks(t *testing.T) {
 		res <- err
 	}()
 	eventually(t, "waiter registered", func() bool { return a.Waiting(u.ID) == 1 })
-	authtest.PublishUser(t, e.js, events.UserCreated, u)
+	authtest.PublishUser(t, e.pub, events.UserCreated, u)
 	if err := <-res; err != nil {
 		t.Fatalf("User: %v", err)
 	}
@@ -502,7 +522,7 @@ func TestUserLaggingAndCanceled(t *testing.T) {
 	eventually(t, "listener up", r.Listening)
 
 	present := authtest.NewUser()
-	authtest.PublishUser(t, e.js, events.UserCreated, present)
+	authtest.PublishUser(t, e.pub, events.UserCreated, present)
 	eventually(t, "present applied", func() bool { return applied(t, e.pool) == 1 })
 	ctx := context.Background()
 
@@ -537,7 +557,7 @@ func TestGracefulStop(t *testing.T) {
 	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js})
 	const n = 600
 	for range n {
-		authtest.PublishUser(t, e.js, events.UserCreated, authtest.NewUser())
+		authtest.PublishUser(t, e.pub, events.UserCreated, authtest.NewUser())
 	}
 	stop := start(t, r)
 	eventually(t, "some applied", func() bool { return applied(t, e.pool) > 0 })
@@ -566,7 +586,7 @@ func TestRunSurvivesNATSOutage(t *testing.T) {
 	start(t, r)
 	ctx := context.Background()
 	before := authtest.NewUser()
-	authtest.PublishUser(t, e.js, events.UserCreated, before)
+	authtest.PublishUser(t, e.pub, events.UserCreated, before)
 	if _, err := r.User(ctx, before.ID, 1); err != nil {
 		t.Fatalf("User before the outage: %v", err)
 	}
@@ -576,7 +596,7 @@ func TestRunSurvivesNATSOutage(t *testing.T) {
 	e.srv.Start()
 
 	after := authtest.NewUser()
-	authtest.PublishUser(t, e.js, events.UserCreated, after)
+	authtest.PublishUser(t, e.pub, events.UserCreated, after)
 	if _, err := r.User(ctx, after.ID, 1); err != nil {
 		t.Fatalf("User after the outage: %v", err)
 	}
@@ -609,7 +629,7 @@ func TestListenerReconnects(t *testing.T) {
 	})
 
 	u := authtest.NewUser()
-	authtest.PublishUser(t, e.js, events.UserCreated, u)
+	authtest.PublishUser(t, e.pub, events.UserCreated, u)
 	if _, err := r.User(ctx, u.ID, 1); err != nil {
 		t.Fatalf("User after the listener reconnected: %v", err)
 	}

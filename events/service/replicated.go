@@ -8,10 +8,8 @@ import (
 	"strings"
 
 	"github.com/authmesh/events/auth"
-	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/replica"
 	"github.com/authmesh/events/web"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultIssuer is TOKEN_ISSUER when unset.
@@ -25,12 +23,12 @@ type Replicated struct {
 	Replica *replica.Replica
 	Keys    *auth.KeySet
 	Auth    *auth.Authenticator
-	kv      jetstream.KeyValue
 }
 
-// OpenReplicated opens Base, migrates the replica's tables, declares the USERS stream, the
-// service's durable consumer and the key bucket, and builds the authenticator for audience
-// cfg.Name and the issuer TOKEN_ISSUER read through getenv (DefaultIssuer when unset).
+// OpenReplicated opens Base, migrates the replica's tables, and builds the replica and the
+// authenticator for audience cfg.Name and the issuer TOKEN_ISSUER read through getenv
+// (DefaultIssuer when unset). It declares nothing on NATS: the replica's consumer and the key watch
+// wait in Serve for the stream and the bucket that account creates.
 func OpenReplicated(ctx context.Context, cfg Config, getenv func(string) string, base *Base) (*Replicated, error) {
 	issuer := strings.TrimSpace(getenv("TOKEN_ISSUER"))
 	if issuer == "" {
@@ -39,14 +37,7 @@ func OpenReplicated(ctx context.Context, cfg Config, getenv func(string) string,
 	if err := replica.Migrate(ctx, base.Pool); err != nil {
 		return nil, fmt.Errorf("migrate replica: %w", err)
 	}
-	if _, err := bus.EnsureStream(ctx, base.JS); err != nil {
-		return nil, err
-	}
-	kv, err := bus.EnsureKeyBucket(ctx, base.JS)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := replica.New(ctx, replica.Config{
+	rep, err := replica.New(replica.Config{
 		Pool:    base.Pool,
 		JS:      base.JS,
 		Durable: cfg.Name,
@@ -66,14 +57,15 @@ func OpenReplicated(ctx context.Context, cfg Config, getenv func(string) string,
 		Replica: rep,
 		Keys:    keys,
 		Auth:    auth.New(v, rep, base.Log),
-		kv:      kv,
 	}, nil
 }
 
 // Serve serves mux as Base.Serve does, with the replica's consumer, the key watch and the
-// service's own workers running beside it; /readyz also requires at least one public key.
+// service's own workers running beside it; /readyz also requires the stream (the durable
+// consumer declared) and at least one public key.
 func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux, workers ...Worker) error {
 	checks := map[string]web.Check{
+		"stream": r.Replica.Ready,
 		"keys": func(context.Context) error {
 			if r.Keys.Len() == 0 {
 				return errors.New("no public keys yet")
@@ -81,6 +73,6 @@ func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux, workers ...W
 			return nil
 		},
 	}
-	watch := func(ctx context.Context) error { return r.Keys.Watch(ctx, r.kv, r.Log) }
+	watch := func(ctx context.Context) error { return r.Keys.Watch(ctx, r.JS, r.Log) }
 	return r.Base.Serve(ctx, mux, checks, append([]Worker{r.Replica.Run, watch}, workers...)...)
 }

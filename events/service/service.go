@@ -28,15 +28,16 @@ type Config struct {
 	Name        string // the service's name: "account", "blog", "shop"
 	HTTPAddr    string // HTTP_ADDR
 	DatabaseURL string // DATABASE_URL
-	NATSURL     string // NATS_URL
+	NATSURL     string // NATS_URL; may carry credentials, never logged as it is
+	NATSCreds   string // NATS_CREDS: a credentials file, optional
 	LogLevel    string // LOG_LEVEL: debug, info, warn or error
 }
 
 // DefaultNATSURL is NATS_URL when unset.
 const DefaultNATSURL = "nats://127.0.0.1:4222"
 
-// LoadConfig reads HTTP_ADDR, DATABASE_URL, NATS_URL and LOG_LEVEL through getenv, falling back
-// to the values in defaults (and DefaultNATSURL, and "info").
+// LoadConfig reads HTTP_ADDR, DATABASE_URL, NATS_URL, NATS_CREDS and LOG_LEVEL through getenv,
+// falling back to the values in defaults (and DefaultNATSURL, and "info").
 func LoadConfig(getenv func(string) string, defaults Config) (Config, error) {
 	cfg := defaults
 	set := func(dst *string, key string) {
@@ -47,6 +48,7 @@ func LoadConfig(getenv func(string) string, defaults Config) (Config, error) {
 	set(&cfg.HTTPAddr, "HTTP_ADDR")
 	set(&cfg.DatabaseURL, "DATABASE_URL")
 	set(&cfg.NATSURL, "NATS_URL")
+	set(&cfg.NATSCreds, "NATS_CREDS")
 	set(&cfg.LogLevel, "LOG_LEVEL")
 	if cfg.NATSURL == "" {
 		cfg.NATSURL = DefaultNATSURL
@@ -69,6 +71,9 @@ func LoadConfig(getenv func(string) string, defaults Config) (Config, error) {
 	}
 	if _, err := pgxpool.ParseConfig(cfg.DatabaseURL); err != nil {
 		return Config{}, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if _, _, err := bus.ParseURL(cfg.NATSURL); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
 }
@@ -122,6 +127,11 @@ func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
+// Conn is how the service connects to NATS, as client name (the service's name when empty).
+func (c Config) Conn(name string) bus.ConnConfig {
+	return bus.ConnConfig{URL: c.NATSURL, Creds: c.NATSCreds, Service: c.Name, Name: name}
+}
+
 // redact hides the password of a database URL.
 func redact(url string) string {
 	cfg, err := pgxpool.ParseConfig(url)
@@ -149,7 +159,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Base, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := bus.Connect(ctx, cfg.NATSURL, cfg.Name, 10*time.Second, log)
+	nc, err := bus.Connect(ctx, cfg.Conn(""), 10*time.Second, log)
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -27,17 +27,21 @@ const patience = 30 * time.Second
 // client is the client of every request; its timeout bounds a request that gets no answer.
 var client = &http.Client{Timeout: patience}
 
+// permissionViolation is how the server's refusal of a subject to an identity reads in a log.
+const permissionViolation = "Permissions Violation"
+
 // Run is a service's entry point, as its main calls it.
 type Run func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
 
-// Env returns the environment of a service on a fresh database and a private NATS server, and
-// the server; LOG_LEVEL is debug, so that a failing test shows all the service did.
-func Env(t testing.TB) (map[string]string, *natstest.Server) {
+// Env returns the environment of service (account, blog or shop) on a fresh database and a private
+// NATS server, connecting as the service's own identity, and the server; LOG_LEVEL is debug, so
+// that a failing test shows all the service did.
+func Env(t testing.TB, service string) (map[string]string, *natstest.Server) {
 	t.Helper()
 	ns := natstest.New(t)
 	return map[string]string{
 		"DATABASE_URL": pgtest.NewDatabase(t),
-		"NATS_URL":     ns.URL,
+		"NATS_URL":     ns.UserURL(service),
 		"LOG_LEVEL":    "debug",
 	}, ns
 }
@@ -64,6 +68,9 @@ func Start(t testing.TB, run Run, env map[string]string) *Process {
 	env["HTTP_ADDR"] = freeAddr(t)
 	p := &Process{URL: "http://" + env["HTTP_ADDR"], Addr: env["HTTP_ADDR"], Env: env}
 	t.Cleanup(func() { // runs after the stop that Go registers
+		if strings.Contains(p.logs.String(), permissionViolation) {
+			t.Errorf("the service met a refusal of the NATS permissions of its identity (deploy/nats/auth.conf)")
+		}
 		if t.Failed() {
 			t.Logf("service log:\n%s", p.logs.String())
 		}

@@ -462,7 +462,7 @@ func TestWellKnown(t *testing.T) {
 
 func keyBucket(t *testing.T, ns *natstest.Server) jetstream.KeyValue {
 	t.Helper()
-	js := ns.JetStream(t)
+	js := ns.JetStream(t, natstest.Blog)
 	kv, err := js.KeyValue(t.Context(), events.KeysBucket)
 	if err != nil {
 		t.Fatalf("key bucket: %v", err)
@@ -516,7 +516,7 @@ func TestEventsReachStream(t *testing.T) {
 	want(t, "roles", a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"moderator"}}), 200, "")
 	want(t, "status", a.do(t, "PUT", "/v1/users/"+id+"/status", admin, map[string]any{"status": "disabled"}), 200, "")
 
-	js := ns.JetStream(t)
+	js := ns.JetStream(t, natstest.Blog)
 	msgs := waitForEvents(t, js, 4) // the bootstrap admin's creation, then three of this user
 	var mine []streamEvent
 	for _, m := range msgs {
@@ -609,7 +609,7 @@ func TestBootstrapAdminIdempotent(t *testing.T) {
 	if st.Pending+st.Published != 1 {
 		t.Errorf("outbox holds %d events after two starts, want 1", st.Pending+st.Published)
 	}
-	msgs := waitForEvents(t, ns.JetStream(t), 1)
+	msgs := waitForEvents(t, ns.JetStream(t, natstest.Blog), 1)
 	if len(msgs) != 1 || msgs[0].subject != "users.created."+me["id"].(string) {
 		t.Errorf("stream after two starts: %d events, want the admin's creation only", len(msgs))
 	}
@@ -674,7 +674,7 @@ func TestOutboxStatus(t *testing.T) {
 	t.Parallel()
 	env, ns := testEnv(t)
 	a := startApp(t, env)
-	waitForEvents(t, ns.JetStream(t), 1)
+	waitForEvents(t, ns.JetStream(t, natstest.Blog), 1)
 	a.Stop()
 
 	var out bytes.Buffer
@@ -692,7 +692,7 @@ func TestOutboxStatus(t *testing.T) {
 		t.Errorf("outbox republish printed %q, want republished: 1", out.String())
 	}
 	// Inside the duplicate window, the stream does not store it twice.
-	if msgs := waitForEvents(t, ns.JetStream(t), 1); len(msgs) != 1 {
+	if msgs := waitForEvents(t, ns.JetStream(t, natstest.Blog), 1); len(msgs) != 1 {
 		t.Errorf("stream holds %d events after republish, want 1", len(msgs))
 	}
 }

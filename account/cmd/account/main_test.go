@@ -34,7 +34,7 @@ type app struct {
 // bootstrap admin.
 func testEnv(t *testing.T) (map[string]string, *natstest.Server) {
 	t.Helper()
-	env, ns := servicetest.Env(t)
+	env, ns := servicetest.Env(t, "account")
 	env["BOOTSTRAP_ADMIN_EMAIL"] = adminEmail
 	env["BOOTSTRAP_ADMIN_PASSWORD"] = adminPassword
 	return env, ns

@@ -41,7 +41,7 @@ func (f *fakeStore) set(keys ...account.SigningKey) {
 
 func keyBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	kv, err := bus.EnsureKeyBucket(t.Context(), natstest.New(t).JetStream(t))
+	kv, err := bus.EnsureKeyBucket(t.Context(), natstest.New(t).JetStream(t, natstest.Account))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/authmesh/events/servicetest"
 	"github.com/google/uuid"
@@ -25,8 +27,11 @@ type blogProcess struct {
 // that it then stops cleanly. It returns once the blog is ready, with iss's keys published.
 func start(t *testing.T, iss *authtest.Issuer) *blogProcess {
 	t.Helper()
-	env, ns := servicetest.Env(t)
-	js := ns.JetStream(t)
+	env, ns := servicetest.Env(t, "blog")
+	js := ns.JetStream(t, natstest.Account) // what account creates and publishes
+	if _, err := bus.EnsureStream(t.Context(), js); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
 	iss.PublishKeys(t, js)
 	return &blogProcess{Process: servicetest.Start(t, run, env), js: js}
 }

@@ -27,7 +27,7 @@ import (
 type Env struct {
 	Pool    *pgxpool.Pool
 	Store   *postgres.Store
-	JS      jetstream.JetStream
+	JS      jetstream.JetStream // connected as account: publishes events
 	Replica *replica.Replica
 }
 
@@ -44,11 +44,12 @@ func New(t testing.TB) *Env {
 	if err := replica.Migrate(ctx, pool); err != nil {
 		t.Fatalf("migrate replica: %v", err)
 	}
-	js := natstest.New(t).JetStream(t)
+	ns := natstest.New(t)
+	js := ns.JetStream(t, natstest.Account) // publishes, as account does
 	if _, err := bus.EnsureStream(ctx, js); err != nil {
 		t.Fatalf("stream: %v", err)
 	}
-	rep, err := replica.New(ctx, replica.Config{Pool: pool, JS: js, Durable: "blog", Log: Discard()})
+	rep, err := replica.New(replica.Config{Pool: pool, JS: ns.JetStream(t, natstest.Blog), Durable: "blog", Log: Discard()})
 	if err != nil {
 		t.Fatalf("replica: %v", err)
 	}

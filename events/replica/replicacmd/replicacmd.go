@@ -172,7 +172,7 @@ func (c *cli) connect(ctx context.Context, withNATS bool) (*conns, error) {
 		return cn, nil
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	cn.nc, err = bus.Connect(ctx, cfg.NATSURL, c.name+"-replica-cli", connectTimeout, log)
+	cn.nc, err = bus.Connect(ctx, cfg.Conn(c.name+"-replica-cli"), connectTimeout, log)
 	if err != nil {
 		cn.close()
 		return nil, err

@@ -48,13 +48,14 @@ func newEnv(t *testing.T) env {
 		t.Fatal(err)
 	}
 	srv := natstest.New(t)
-	js := srv.JetStream(t)
-	r, err := replica.New(ctx, replica.Config{Pool: pool, JS: js, Durable: defaults.Name})
+	js := srv.JetStream(t, natstest.Account) // publishes, as account does
+	r, err := replica.New(replica.Config{Pool: pool, JS: srv.JetStream(t, natstest.Blog), Durable: defaults.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	servicetest.Go(t, r.Run)
-	return env{vars: map[string]string{"DATABASE_URL": url, "NATS_URL": srv.URL}, pool: pool, js: js}
+	// The commands run as blog, with blog's identity alone.
+	return env{vars: map[string]string{"DATABASE_URL": url, "NATS_URL": srv.UserURL(natstest.Blog)}, pool: pool, js: js}
 }
 
 // run runs the command line args and returns its exit code, stdout and stderr.
@@ -137,10 +138,11 @@ func TestUnreachable(t *testing.T) {
 		inError string
 	}{
 		{"nats", map[string]string{"DATABASE_URL": goodDB, "NATS_URL": "nats://127.0.0.1:1"}, []string{"status"}, "connect to nats"},
-		{"postgres", map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable", "NATS_URL": srv.URL}, []string{"dead-letters"}, "unreachable"},
-		{"bad url", map[string]string{"DATABASE_URL": "::nonsense", "NATS_URL": srv.URL}, []string{"verify"}, "DATABASE_URL"},
-		{"no tables", map[string]string{"DATABASE_URL": goodDB, "NATS_URL": srv.URL}, []string{"dead-letters", "list"}, "tables do not exist"},
-		{"no stream", map[string]string{"DATABASE_URL": goodDB, "NATS_URL": srv.URL}, []string{"verify"}, "stream does not exist"},
+		{"nats refuses", map[string]string{"DATABASE_URL": goodDB, "NATS_URL": "nats://blog:not-the-password@" + strings.TrimPrefix(srv.URL, "nats://")}, []string{"status"}, "nats://blog:redacted@"},
+		{"postgres", map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable", "NATS_URL": srv.UserURL(natstest.Blog)}, []string{"dead-letters"}, "unreachable"},
+		{"bad url", map[string]string{"DATABASE_URL": "::nonsense", "NATS_URL": srv.UserURL(natstest.Blog)}, []string{"verify"}, "DATABASE_URL"},
+		{"no tables", map[string]string{"DATABASE_URL": goodDB, "NATS_URL": srv.UserURL(natstest.Blog)}, []string{"dead-letters", "list"}, "tables do not exist"},
+		{"no stream", map[string]string{"DATABASE_URL": goodDB, "NATS_URL": srv.UserURL(natstest.Blog)}, []string{"verify"}, "stream does not exist"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,6 +151,9 @@ func TestUnreachable(t *testing.T) {
 			if code != replicacmd.ExitFailure || len(lines) != 1 || !strings.Contains(stderr, tt.inError) {
 				t.Errorf("replica %q = %d, stderr %q, stdout %q; want %d and one line with %q",
 					tt.args, code, stderr, stdout, replicacmd.ExitFailure, tt.inError)
+			}
+			if strings.Contains(stderr, "not-the-password") {
+				t.Errorf("stderr %q shows the NATS password", stderr)
 			}
 		})
 	}

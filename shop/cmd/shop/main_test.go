@@ -11,6 +11,8 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/authmesh/events/servicetest"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,8 +28,11 @@ type shopProcess struct {
 // it then stops cleanly. It returns once the shop is ready, with iss's keys published.
 func start(t *testing.T, iss *authtest.Issuer) *shopProcess {
 	t.Helper()
-	env, ns := servicetest.Env(t)
-	js := ns.JetStream(t)
+	env, ns := servicetest.Env(t, "shop")
+	js := ns.JetStream(t, natstest.Account) // what account creates and publishes
+	if _, err := bus.EnsureStream(t.Context(), js); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
 	iss.PublishKeys(t, js)
 	return &shopProcess{Process: servicetest.Start(t, run, env), js: js}
 }
