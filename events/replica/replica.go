@@ -61,7 +61,7 @@ type Replica struct {
 	// attached is true once the durable consumer exists; until then Ready reports why not.
 	attached atomic.Bool
 	m        *metrics
-	waiters waiters
+	waiters  waiters
 	// listening is true while the listener holds its LISTEN connection, so that a NOTIFY is
 	// certain to wake the waiters; while false, they re-check on a short interval.
 	listening atomic.Bool
