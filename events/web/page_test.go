@@ -117,3 +117,91 @@ func TestList(t *testing.T) {
 		}
 	}
 }
+
+// jsonItem has a method MarshalJSON, whose output encoding/json compacts and escapes.
+type jsonItem struct{ s string }
+
+func (i jsonItem) MarshalJSON() ([]byte, error) { return json.Marshal(map[string]string{"s ": i.s}) }
+
+func TestListEncodesAsJSONEncoderWould(t *testing.T) {
+	t.Parallel()
+	next := Cursor{CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC), ID: uuid.New()}
+	type item struct {
+		ID   uuid.UUID `json:"id"`
+		Body string    `json:"body"`
+		At   time.Time `json:"at"`
+		Opt  *int      `json:"opt,omitempty"`
+	}
+	// Characters encoding/json escapes: HTML, controls, U+2028/U+2029, invalid UTF-8 (replaced).
+	nasty := "<a href=\"x\">&amp;</a>\u2028\u2029\x00\x1f\t\n\\ é 😀 \xff"
+	one := 1
+	tests := []struct {
+		name string
+		list any
+	}{
+		{"zero value", List[item]{}},
+		{"empty items", List[item]{Items: []item{}}},
+		{"empty with a cursor", NewList([]int(nil), &next, func(n int) int { return n })},
+		{"one item", NewList([]item{{ID: uuid.New(), Body: "b", At: next.CreatedAt}}, nil, func(i item) item { return i })},
+		{"escaping", NewList([]string{nasty, strings.Repeat(nasty, 1000), ""}, &next, func(s string) item {
+			return item{Body: s, Opt: &one}
+		})},
+		{"pointers and null", List[*item]{Items: []*item{{Body: "x"}, nil}, NextCursor: next.encode()}},
+		{"values with MarshalJSON", List[jsonItem]{Items: []jsonItem{{"<"}, {nasty}}}},
+		{"nested lists", List[[]string]{Items: [][]string{nil, {}, {"a", "<"}}}},
+		{"pointer to a list", &List[int]{Items: []int{1, 2, 3}, NextCursor: "c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var want strings.Builder
+			if err := json.NewEncoder(&want).Encode(tt.list); err != nil {
+				t.Fatalf("json.Encoder = %v", err)
+			}
+			w := httptest.NewRecorder()
+			Encode(w, http.StatusOK, tt.list)
+			if got := w.Body.String(); got != want.String() {
+				t.Errorf("Encode wrote\n%.300s\nwant (as json.Encoder)\n%.300s", got, want.String())
+			}
+			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			if !json.Valid(w.Body.Bytes()) {
+				t.Errorf("Encode wrote invalid JSON: %.300s", w.Body.String())
+			}
+		})
+	}
+}
+
+// failingWriter accepts n bytes, then fails every write.
+type failingWriter struct {
+	n      int
+	writes int // after the failure
+}
+
+var errClosed = errors.New("client went away")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.n <= 0 {
+		w.writes++
+		return 0, errClosed
+	}
+	k := min(len(p), w.n)
+	w.n -= k
+	if k < len(p) {
+		return k, errClosed
+	}
+	return k, nil
+}
+
+func TestListStopsAtAWriteError(t *testing.T) {
+	t.Parallel()
+	l := NewList(make([]string, 100), nil, func(s string) string { return strings.Repeat("x", 1000) })
+	w := &failingWriter{n: 5000}
+	if err := l.writeJSON(w); !errors.Is(err, errClosed) {
+		t.Fatalf("writeJSON to a failing writer = %v, want %v", err, errClosed)
+	}
+	if w.writes != 0 {
+		t.Errorf("writeJSON wrote %d more times after the first error, want none", w.writes)
+	}
+}
