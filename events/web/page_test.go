@@ -4,8 +4,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -205,3 +208,54 @@ func TestListStopsAtAWriteError(t *testing.T) {
 		t.Errorf("writeJSON wrote %d more times after the first error, want none", w.writes)
 	}
 }
+
+// liveHeapWriter discards what it is given, and records the most live heap seen at a write.
+type liveHeapWriter struct{ peak uint64 }
+
+func (w *liveHeapWriter) Write(p []byte) (int, error) {
+	runtime.GC() // what is left is live: held by the encoder while it writes
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	w.peak = max(w.peak, s[0].Value.Uint64())
+	return len(p), nil
+}
+
+// TestListIsWrittenItemByItem: while a list is written, the heap holds about one encoded item,
+// never the whole encoded page. Each item here is 500 KB of text that JSON makes 1.8 MB.
+//
+// It runs alone (not in parallel), so that the heap it measures is its own.
+func TestListIsWrittenItemByItem(t *testing.T) {
+	const items = 10
+	item := strings.Repeat("<&\u2028", 100_000) // 5 bytes of text, 18 of JSON
+	encoded := 18 * 100_000
+	l := NewList(make([]int, items), nil, func(int) string { return item })
+
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	base := s[0].Value.Uint64()
+	w := &liveHeapWriter{}
+	Encode(&recorderWriter{w: w}, http.StatusOK, l)
+	// The item being written, its encoding's buffer in encoding/json's pool, and slack; the page
+	// whole would be 10 items.
+	growth := w.peak - min(w.peak, base)
+	t.Logf("live heap growth while writing %d items of %d bytes of JSON: %d bytes", items, encoded, growth)
+	if growth > 4*uint64(encoded) {
+		t.Errorf("live heap while writing a list of %d items of %d bytes of JSON grew by %d bytes, want at most 4 items", items, encoded, growth)
+	}
+}
+
+// recorderWriter is an http.ResponseWriter that passes the body to w and keeps nothing.
+type recorderWriter struct {
+	w      io.Writer
+	header http.Header
+}
+
+func (r *recorderWriter) Header() http.Header {
+	if r.header == nil {
+		r.header = http.Header{}
+	}
+	return r.header
+}
+func (r *recorderWriter) Write(p []byte) (int, error) { return r.w.Write(p) }
+func (r *recorderWriter) WriteHeader(int)             {}
