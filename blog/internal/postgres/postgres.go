@@ -140,11 +140,11 @@ func (s *Store) Delete(ctx context.Context, id uuid.UUID) error {
 // ordinary posts (up to 10 KB each) still fit in one page.
 const PageBytes = 1 << 20
 
-// listRow is a post of a page, with the number of posts the page could have held.
+// listRow is a post of a page of List.
 type listRow struct {
 	postRow
-	// Candidates is how many posts follow the cursor, up to the limit plus one: more than the
-	// page holds if another page follows.
+	// Candidates is how many posts follow the page's cursor, counting up to the limit plus one:
+	// more than the page holds when another page follows.
 	Candidates int64 `db:"candidates"`
 }
 
