@@ -151,9 +151,20 @@ func describe(err error) error {
 	return fmt.Errorf("the body is not valid JSON: %s", strings.TrimPrefix(msg, "json: "))
 }
 
-// Encode sends v as JSON with the given status.
+// Encode sends v as JSON with the given status. A List is written item by item, so that a page
+// is never held encoded whole; anything else is encoded whole, then sent. An error of writing
+// means the client went away, so it is not reported.
 func Encode(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
+	if s, ok := v.(jsonWriter); ok {
+		_ = s.writeJSON(w)
+		return
+	}
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// jsonWriter is a value that writes its own JSON piece by piece, as List does.
+type jsonWriter interface {
+	writeJSON(w io.Writer) error
 }

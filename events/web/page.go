@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -94,7 +95,7 @@ func ParsePage(r *http.Request) (Page, error) {
 }
 
 // List is the response of every list endpoint: {"items":[...],"next_cursor":"..."}, next_cursor
-// left out on the last page.
+// left out on the last page. Encode writes it item by item (see writeJSON).
 type List[T any] struct {
 	Items      []T    `json:"items"`
 	NextCursor string `json:"next_cursor,omitempty"`
@@ -120,4 +121,39 @@ func (l List[T]) MarshalJSON() ([]byte, error) {
 	}
 	type plain List[T] // without the method, so that Marshal does not recurse
 	return json.Marshal(plain(l))
+}
+
+// writeJSON writes l to w exactly as Encode's json.Encoder would (the JSON of MarshalJSON and a
+// newline), but one item at a time: only one encoded item is in memory at once, never the whole
+// page. Escaping can make a page's JSON six times its text ("<" becomes \u003c), so encoding a
+// page whole would cost the server up to six times the page, per request. It returns the first
+// error of encoding or writing; whatever was written before stays written.
+func (l List[T]) writeJSON(w io.Writer) error {
+	if _, err := io.WriteString(w, `{"items":[`); err != nil {
+		return err
+	}
+	for i, item := range l.Items {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		b, err := json.Marshal(item)
+		if err != nil {
+			return fmt.Errorf("encode item %d: %w", i, err)
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	tail := "]}\n"
+	if l.NextCursor != "" {
+		next, err := json.Marshal(l.NextCursor)
+		if err != nil {
+			return fmt.Errorf("encode next_cursor: %w", err)
+		}
+		tail = `],"next_cursor":` + string(next) + "}\n"
+	}
+	_, err := io.WriteString(w, tail)
+	return err
 }

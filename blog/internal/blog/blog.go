@@ -58,7 +58,8 @@ type Query struct {
 	AuthorID uuid.UUID
 	// After, when set, starts the page after the post with this key.
 	After *Key
-	// Limit is the page size, at least 1.
+	// Limit is the most posts of the page, at least 1. A page may hold fewer, with Next set, when
+	// the store bounds the bytes of a page (postgres.PageBytes).
 	Limit int
 }
 

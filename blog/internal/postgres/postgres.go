@@ -30,11 +30,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 
 // Store reads and writes posts. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool      *pgxpool.Pool
+	pageBytes int64 // PageBytes, but for tests
 }
 
 // New returns a store on pool; the caller closes the pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, pageBytes: PageBytes} }
 
 // postColumns are the columns of a post, from posts p joined with replica_users u.
 const postColumns = `p.id, p.author_id, COALESCE(u.display_name, '') AS author_name, p.title, p.body,
@@ -132,17 +133,50 @@ func (s *Store) Delete(ctx context.Context, id uuid.UUID) error {
 	return nil
 }
 
-// List returns one page of posts, newest first (created_at, then id, descending).
+// PageBytes bounds the text (titles and bodies, in bytes as stored) that one page of List reads
+// from the database: a page ends early, with a next page, before the post that would take it
+// past PageBytes, but always holds at least one post. The largest post is about 400 KB (100,000
+// four-byte characters), so a page holds at most about 1 MiB of text instead of 40 MB, and 100
+// ordinary posts (up to 10 KB each) still fit in one page.
+const PageBytes = 1 << 20
+
+// listRow is a post of a page of List.
+type listRow struct {
+	postRow
+	// Candidates is how many posts follow the page's cursor, counting up to the limit plus one:
+	// more than the page holds when another page follows.
+	Candidates int64 `db:"candidates"`
+}
+
+// List returns one page of posts, newest first (created_at, then id, descending): at most
+// query.Limit posts, fewer (with Next set) when more would take the page past PageBytes.
 func (s *Store) List(ctx context.Context, query blog.Query) (blog.Page, error) {
+	// The page's keys are chosen first, with the running size of the posts up to each, so that
+	// the bodies are read only for the posts of the page. The size is octet_length, which Postgres
+	// reads from the value's header without decompressing it. One post more than the limit tells
+	// whether another page follows.
+	//
 	// The conditions are added only when used, so that each shape of the query gets a plan that
 	// uses its index (a generic plan of "$1 IS NULL OR author_id = $1" could not).
-	const q = `SELECT ` + postColumns + `
-	FROM posts p LEFT JOIN replica_users u ON u.id = p.author_id
-	WHERE true`
+	const (
+		head = `WITH keys AS (
+		SELECT p.id, row_number() OVER w AS n,
+			sum(octet_length(p.title) + octet_length(p.body)) OVER w AS upto
+		FROM posts p
+		WHERE true`
+		tail = `
+		WINDOW w AS (ORDER BY p.created_at DESC, p.id DESC ROWS UNBOUNDED PRECEDING)
+		ORDER BY p.created_at DESC, p.id DESC
+		LIMIT %s)
+	SELECT ` + postColumns + `, (SELECT count(*) FROM keys) AS candidates
+	FROM keys k JOIN posts p ON p.id = k.id LEFT JOIN replica_users u ON u.id = p.author_id
+	WHERE k.n <= %s AND (k.n = 1 OR k.upto <= %s)
+	ORDER BY k.n`
+	)
 	if query.Limit < 1 {
 		return blog.Page{}, fmt.Errorf("list posts: limit %d below 1", query.Limit)
 	}
-	sql, args := q, []any{}
+	sql, args := head, []any{}
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
@@ -153,21 +187,21 @@ func (s *Store) List(ctx context.Context, query blog.Query) (blog.Page, error) {
 	if k := query.After; k != nil {
 		sql += ` AND (p.created_at, p.id) < (` + arg(k.CreatedAt) + `, ` + arg(k.ID) + `)`
 	}
-	// One row more than the page tells whether another page follows.
-	sql += ` ORDER BY p.created_at DESC, p.id DESC LIMIT ` + arg(query.Limit+1)
+	sql += fmt.Sprintf(tail, arg(query.Limit+1), arg(query.Limit), arg(s.pageBytes))
 
+	// The rows are read whole before the connection goes back to the pool, so that a slow client
+	// holds memory (at most a page) but never a connection.
 	rows, _ := s.pool.Query(ctx, sql, args...)
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[postRow])
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[listRow])
 	if err != nil {
 		return blog.Page{}, fmt.Errorf("list posts: %w", translate(err))
 	}
-	n := min(len(list), query.Limit)
-	page := blog.Page{Posts: make([]blog.Post, n)}
-	for i, r := range list[:n] {
+	page := blog.Page{Posts: make([]blog.Post, len(list))}
+	for i, r := range list {
 		page.Posts[i] = r.post()
 	}
-	if len(list) > n {
-		next := page.Posts[n-1].Key()
+	if len(list) > 0 && int64(len(list)) < list[0].Candidates {
+		next := page.Posts[len(list)-1].Key()
 		page.Next = &next
 	}
 	return page, nil

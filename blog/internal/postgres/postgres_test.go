@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,5 +256,131 @@ func TestList(t *testing.T) {
 	rest, _ := listAll(t, env.Store, blog.Query{Limit: 2, After: first.Next})
 	if diff := cmp.Diff(newest(all)[2:], rest); diff != "" {
 		t.Errorf("pages after a deleted cursor post mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// textOf returns a body of exactly n bytes (n >= 1), mostly four-byte characters, so that bytes
+// and characters differ.
+func textOf(n int) string {
+	return strings.Repeat("😀", n/4) + strings.Repeat("x", n%4)
+}
+
+// size is what a post costs a page: the bytes of its title and body.
+func size(p blog.Post) int64 { return int64(len(p.Title) + len(p.Body)) }
+
+// pagesOf reads every page of q.
+func pagesOf(t *testing.T, s *postgres.Store, q blog.Query) [][]blog.Post {
+	t.Helper()
+	var pages [][]blog.Post
+	for {
+		page, err := s.List(ctx(t), q)
+		if err != nil {
+			t.Fatalf("List(%+v) = %v", q, err)
+		}
+		pages = append(pages, page.Posts)
+		if page.Next == nil {
+			return pages
+		}
+		if len(pages) > 200 {
+			t.Fatal("List never reached the last page")
+		}
+		q.After = page.Next
+	}
+}
+
+// idsOf returns the ids of the posts of pages.
+func idsOf(pages [][]blog.Post) [][]uuid.UUID {
+	ids := make([][]uuid.UUID, len(pages))
+	for i, page := range pages {
+		for _, p := range page {
+			ids[i] = append(ids[i], p.ID)
+		}
+	}
+	return ids
+}
+
+// wantPages cuts posts (newest first) into pages as List should: as many posts as fit in limit
+// and budget, and at least one.
+func wantPages(posts []blog.Post, limit int, budget int64) [][]blog.Post {
+	var pages [][]blog.Post
+	var page []blog.Post
+	var bytes int64
+	for _, p := range posts {
+		if len(page) > 0 && (len(page) == limit || bytes+size(p) > budget) {
+			pages = append(pages, page)
+			page, bytes = nil, 0
+		}
+		page = append(page, p)
+		bytes += size(p)
+	}
+	return append(pages, page) // an empty list is one empty page
+}
+
+func TestListByteBudget(t *testing.T) {
+	t.Parallel()
+	env := blogtest.New(t)
+	alice, bob := uuid.New(), uuid.New()
+
+	const budget = 1000
+	store := postgres.New(env.Pool)
+	store.SetPageBytes(budget)
+	// Sizes (title of 1 byte + body) around the budget: a post alone over it, posts that fill it
+	// exactly, one byte over it, and runs of small posts.
+	sizes := []int{1500, 300, 300, 400, 2, 999, 500, 501, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50,
+		2000, 2000, 100, 1000, 2, 2, 998, 1000}
+	var posts, alices []blog.Post // newest first
+	for i, n := range sizes {
+		author := bob
+		if i%3 == 0 {
+			author = alice
+		}
+		p, err := store.Create(ctx(t), author, blog.Draft{Title: "t", Body: textOf(n - 1)})
+		if err != nil {
+			t.Fatalf("Create(%d bytes) = %v", n, err)
+		}
+		posts = append([]blog.Post{p}, posts...)
+		if author == alice {
+			alices = append([]blog.Post{p}, alices...)
+		}
+	}
+
+	tests := []struct {
+		name   string
+		query  blog.Query
+		posts  []blog.Post
+		budget int64
+	}{
+		{"limit 100", blog.Query{Limit: 100}, posts, budget},
+		{"limit 3", blog.Query{Limit: 3}, posts, budget},
+		{"limit 1", blog.Query{Limit: 1}, posts, budget},
+		{"by author", blog.Query{AuthorID: alice, Limit: 4}, alices, budget},
+		{"from a cursor", blog.Query{Limit: 5, After: ptr(posts[3].Key())}, posts[4:], budget},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := pagesOf(t, store, tt.query)
+			if diff := cmp.Diff(wantPages(tt.posts, tt.query.Limit, tt.budget), got); diff != "" {
+				t.Errorf("pages mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// The real budget: the largest posts (100,000 four-byte characters) come two to a page.
+	big := postgres.New(env.Pool)
+	author := uuid.New()
+	var largest []blog.Post
+	for range 5 {
+		p, err := big.Create(ctx(t), author, blog.Draft{Title: "big", Body: strings.Repeat("😀", blog.MaxBody)})
+		if err != nil {
+			t.Fatalf("Create = %v", err)
+		}
+		largest = append([]blog.Post{p}, largest...)
+	}
+	got := idsOf(pagesOf(t, big, blog.Query{AuthorID: author, Limit: 100}))
+	if diff := cmp.Diff(idsOf(wantPages(largest, 100, postgres.PageBytes)), got); diff != "" {
+		t.Errorf("pages of the largest posts mismatch (-want +got):\n%s", diff)
+	}
+	if len(got) != 3 {
+		t.Errorf("5 of the largest posts took %d pages, want 3 (two to a page)", len(got))
 	}
 }
