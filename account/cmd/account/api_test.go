@@ -8,8 +8,10 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/outbox"
+	"github.com/authmesh/events/servicetest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -354,6 +357,52 @@ func TestAdministration(t *testing.T) {
 	want(t, "list as promoted user", a.do(t, "GET", "/v1/users", userTok, nil), 200, "")
 }
 
+func TestLastAdmin(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	root := a.login(t, adminEmail, adminPassword)
+	rootID := a.do(t, "GET", "/v1/users/me", root, nil).json(t)["id"].(string)
+
+	// The bootstrap admin is the only one: they can neither step down nor disable themself.
+	want(t, "demote the last admin", a.do(t, "PUT", "/v1/users/"+rootID+"/roles", root, map[string]any{"roles": []string{"moderator"}}),
+		http.StatusConflict, "last_admin")
+	want(t, "disable the last admin", a.do(t, "PUT", "/v1/users/"+rootID+"/status", root, map[string]any{"status": "disabled"}),
+		http.StatusConflict, "last_admin")
+	r := a.do(t, "PUT", "/v1/users/"+rootID+"/roles", root, map[string]any{"roles": []string{"moderator", "admin"}})
+	want(t, "keep the admin role", r, http.StatusOK, "")
+	if got := r.json(t); got["version"] != 2.0 {
+		t.Errorf("after keeping the role: version %v, want 2 (the refused changes changed nothing)", got["version"])
+	}
+
+	// Two admins take each other's role at once: one succeeds, the other is refused (409, or 403
+	// when its request is authenticated after it lost the role).
+	other := a.register(t, "other@example.com", "other-password", "Other")["id"].(string)
+	want(t, "promote", a.do(t, "PUT", "/v1/users/"+other+"/roles", root, map[string]any{"roles": []string{"admin"}}), http.StatusOK, "")
+	otherTok := a.login(t, "other@example.com", "other-password")
+	got := burst(t, 2, func(i int) request {
+		tok, target := root, other
+		if i == 1 {
+			tok, target = otherTok, rootID
+		}
+		return request{"PUT", "/v1/users/" + target + "/status", tok, `{"status":"disabled"}`, nil}
+	}, a.URL)
+	statuses := []int{got[0].Status, got[1].Status}
+	slices.Sort(statuses)
+	if statuses[0] != http.StatusOK || (statuses[1] != http.StatusForbidden && statuses[1] != http.StatusConflict) {
+		t.Fatalf("concurrent disabling: statuses %v (%s, %s), want one 200 and one 403 or 409", statuses, got[0].Body, got[1].Body)
+	}
+	var active int
+	for _, tok := range []string{root, otherTok} {
+		if a.do(t, "GET", "/v1/users", tok, nil).Status == http.StatusOK {
+			active++
+		}
+	}
+	if active != 1 {
+		t.Errorf("%d admins can still administer users, want 1", active)
+	}
+}
+
 func TestListUsers(t *testing.T) {
 	t.Parallel()
 	env, _ := testEnv(t)
@@ -458,6 +507,58 @@ func TestWellKnown(t *testing.T) {
 	if segment(t, tok, 0)["kid"] != k.Kid {
 		t.Errorf("token kid %v is not the published key %s", segment(t, tok, 0)["kid"], k.Kid)
 	}
+}
+
+// request is one request of a burst.
+type request struct {
+	method, path, token, body string
+	header                    http.Header
+}
+
+// burst sends n requests at once, request i as made by req(i), and returns their answers in
+// order. It waits for every answer; a request that fails to get one fails the test.
+func burst(t *testing.T, n int, req func(i int) request, baseURL string) []response {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		out   = make([]response, n)
+		errs  = make([]error, n)
+	)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for i := range n {
+		rq := req(i)
+		wg.Go(func() {
+			hr, err := http.NewRequestWithContext(t.Context(), rq.method, baseURL+rq.path, strings.NewReader(rq.body))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			maps.Copy(hr.Header, rq.header)
+			hr.Header.Set("Content-Type", "application/json")
+			if rq.token != "" {
+				hr.Header.Set("Authorization", "Bearer "+rq.token)
+			}
+			<-start
+			resp, err := client.Do(hr)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			out[i] = response{servicetest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}}
+			errs[i] = err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d of the burst: %v", i, err)
+		}
+	}
+	return out
 }
 
 func keyBucket(t *testing.T, ns *natstest.Server) jetstream.KeyValue {

@@ -128,6 +128,7 @@ func TestChangesBumpVersion(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t)
 	ctx := t.Context()
+	mustAdmin(t, s, "root@example.com") // so that bob, made an admin, may be disabled
 	u := mustCreate(t, s, "bob@example.com")
 
 	u2, err := s.SetRoles(ctx, u.ID, []string{"admin", "moderator"})
@@ -140,8 +141,8 @@ func TestChangesBumpVersion(t *testing.T) {
 	if u2.Version != 2 || u2.UpdatedAt.Before(u.UpdatedAt) {
 		t.Errorf("SetRoles: version %d, updated_at %v; want 2, not before %v", u2.Version, u2.UpdatedAt, u.UpdatedAt)
 	}
-	if got := outboxCount(t, pool); got != 2 {
-		t.Errorf("outbox holds %d events, want 2", got)
+	if got := outboxCount(t, pool); got != 3 {
+		t.Errorf("outbox holds %d events, want 3", got)
 	}
 
 	u3, err := s.SetStatus(ctx, u.ID, events.StatusDisabled)
@@ -151,8 +152,8 @@ func TestChangesBumpVersion(t *testing.T) {
 	if u3.Status != "disabled" || u3.Version != 3 {
 		t.Errorf("SetStatus: status %q version %d; want disabled, 3", u3.Status, u3.Version)
 	}
-	if got := outboxCount(t, pool); got != 3 {
-		t.Errorf("outbox holds %d events, want 3", got)
+	if got := outboxCount(t, pool); got != 4 {
+		t.Errorf("outbox holds %d events, want 4", got)
 	}
 
 	u4, err := s.SetRoles(ctx, u.ID, nil)
@@ -172,8 +173,8 @@ func TestChangesBumpVersion(t *testing.T) {
 			t.Errorf("%s(unknown user) error = %v, want ErrNotFound", name, err)
 		}
 	}
-	if got := outboxCount(t, pool); got != 4 {
-		t.Errorf("outbox holds %d events after changes of unknown users, want 4", got)
+	if got := outboxCount(t, pool); got != 5 {
+		t.Errorf("outbox holds %d events after changes of unknown users, want 5", got)
 	}
 }
 
@@ -452,5 +453,166 @@ func TestSigningKeys(t *testing.T) {
 	}
 	if ok, err := s.EnsureSigningKey(ctx, func() (account.SigningKey, error) { return newKey(t), nil }); ok || err != nil {
 		t.Errorf("EnsureSigningKey with a current key = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func mustAdmin(t *testing.T, s *postgres.Store, email string) account.User {
+	t.Helper()
+	nu := newUser(email)
+	nu.Roles = []string{events.RoleAdmin}
+	u, err := s.CreateUser(t.Context(), nu)
+	if err != nil {
+		t.Fatalf("CreateUser(%q): %v", email, err)
+	}
+	return u
+}
+
+func TestLastAdmin(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := t.Context()
+	admin := mustAdmin(t, s, "admin@example.com")
+	plain := mustCreate(t, s, "plain@example.com")
+	retired := mustAdmin(t, s, "retired@example.com")
+	if _, err := s.SetStatus(ctx, retired.ID, events.StatusDisabled); err != nil {
+		t.Fatalf("disable the second admin: %v", err)
+	}
+	// A disabled admin does not count: admin is now the only active one.
+	setRoles := func(roles ...string) func(uuid.UUID) error {
+		return func(id uuid.UUID) error { _, err := s.SetRoles(ctx, id, roles); return err }
+	}
+	setStatus := func(status string) func(uuid.UUID) error {
+		return func(id uuid.UUID) error { _, err := s.SetStatus(ctx, id, status); return err }
+	}
+	tests := []struct {
+		name   string
+		id     uuid.UUID
+		change func(uuid.UUID) error
+		want   error
+	}{
+		{"demote the last active admin", admin.ID, setRoles(), account.ErrLastAdmin},
+		{"demote to moderator", admin.ID, setRoles(events.RoleModerator), account.ErrLastAdmin},
+		{"disable the last active admin", admin.ID, setStatus(events.StatusDisabled), account.ErrLastAdmin},
+		{"keep the admin role", admin.ID, setRoles(events.RoleModerator, events.RoleAdmin), nil},
+		{"activate the active admin", admin.ID, setStatus(events.StatusActive), nil},
+		{"change a user who is no admin", plain.ID, setRoles(events.RoleModerator), nil},
+		{"disable a user who is no admin", plain.ID, setStatus(events.StatusDisabled), nil},
+		{"demote a disabled admin", retired.ID, setRoles(), nil},
+	}
+	for _, tt := range tests {
+		before, err := s.User(ctx, tt.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := outboxCount(t, pool)
+		err = tt.change(tt.id)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: error %v, want %v", tt.name, err, tt.want)
+		}
+		if tt.want == nil {
+			continue
+		}
+		after, err := s.User(ctx, tt.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(before, after); diff != "" {
+			t.Errorf("%s: the refused change changed the user (-before +after):\n%s", tt.name, diff)
+		}
+		if got := outboxCount(t, pool); got != n {
+			t.Errorf("%s: the refused change wrote %d events", tt.name, got-n)
+		}
+	}
+
+	// With a second active admin, either may go, but not both.
+	second := mustCreate(t, s, "second@example.com")
+	if _, err := s.GrantRole(ctx, second.ID, events.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetStatus(ctx, admin.ID, events.StatusDisabled); err != nil {
+		t.Errorf("disable an admin while another is active: %v", err)
+	}
+	if _, err := s.SetRoles(ctx, second.ID, nil); !errors.Is(err, account.ErrLastAdmin) {
+		t.Errorf("demote the admin left: error %v, want ErrLastAdmin", err)
+	}
+	// Re-activating a disabled admin brings one back, and then the other may go.
+	if _, err := s.SetStatus(ctx, admin.ID, events.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRoles(ctx, second.ID, nil); err != nil {
+		t.Errorf("demote one of two active admins: %v", err)
+	}
+}
+
+// TestLastAdminConcurrent has two admins take each other's admin role (or status) at the same
+// time, round after round: exactly one change may succeed each time, or no admin would be left.
+func TestLastAdminConcurrent(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := t.Context()
+	a := mustAdmin(t, s, "a@example.com")
+	b := mustAdmin(t, s, "b@example.com")
+	restore := func(id uuid.UUID) {
+		t.Helper()
+		if _, err := s.SetStatus(ctx, id, events.StatusActive); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GrantRole(ctx, id, events.RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each round, each admin removes the other: by role, by status, or one of each.
+	removals := []func(uuid.UUID) error{
+		func(id uuid.UUID) error { _, err := s.SetRoles(ctx, id, []string{events.RoleModerator}); return err },
+		func(id uuid.UUID) error { _, err := s.SetStatus(ctx, id, events.StatusDisabled); return err },
+	}
+	const rounds = 10
+	for round := range rounds {
+		restore(a.ID)
+		restore(b.ID)
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			errs  [2]error
+		)
+		for i, target := range []uuid.UUID{b.ID, a.ID} {
+			remove := removals[(round+i)%len(removals)]
+			if round%3 == 2 {
+				target = []uuid.UUID{a.ID, b.ID}[i] // each admin removes themself
+			}
+			wg.Go(func() {
+				<-start
+				errs[i] = remove(target)
+			})
+		}
+		close(start)
+		wg.Wait()
+		var ok, refused int
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, account.ErrLastAdmin):
+				refused++
+			default:
+				t.Fatalf("round %d: unexpected error %v", round, err)
+			}
+		}
+		if ok != 1 || refused != 1 {
+			t.Fatalf("round %d: %d changes succeeded and %d were refused, want 1 and 1", round, ok, refused)
+		}
+		left := 0
+		for _, id := range []uuid.UUID{a.ID, b.ID} {
+			u, err := s.User(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.ActiveAdmin() {
+				left++
+			}
+		}
+		if left != 1 {
+			t.Fatalf("round %d: %d active admins left, want 1", round, left)
+		}
 	}
 }

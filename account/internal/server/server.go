@@ -79,6 +79,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		p = web.NotFound("no such user")
 	case errors.Is(err, account.ErrEmailTaken):
 		p = web.NewProblem(http.StatusConflict, web.CodeEmailTaken, "a user with this email exists")
+	case errors.Is(err, account.ErrLastAdmin):
+		p = web.NewProblem(http.StatusConflict, web.CodeLastAdmin, "this would leave no active admin; make another user an admin first")
 	case errors.Is(err, password.ErrBusy):
 		log.WarnContext(ctx, "password hashing saturated", "path", r.URL.Path)
 		p = web.Unavailable("the service is busy; retry shortly", retryAfter)

@@ -27,6 +27,7 @@ func TestWriteError(t *testing.T) {
 	}{
 		{"not found", fmt.Errorf("get: %w", account.ErrNotFound), 404, "not_found", ""},
 		{"email taken", account.ErrEmailTaken, 409, "email_taken", ""},
+		{"last admin", fmt.Errorf("change: %w", account.ErrLastAdmin), 409, "last_admin", ""},
 		{"hashing busy", password.ErrBusy, 503, "unavailable", "2"},
 		{"database down", fmt.Errorf("x: %w: boom", account.ErrUnavailable), 503, "unavailable", "2"},
 		{"anything else", errors.New("pq: relation users does not exist"), 500, "internal", ""},
