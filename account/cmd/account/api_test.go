@@ -237,6 +237,7 @@ func TestInvalidCredentialsIdentical(t *testing.T) {
 		"NUL in email":          {"email": "known\x00@example.com", "password": "right-password"},
 		"empty":                 {"email": "", "password": ""},
 		"password of other one": {"email": adminEmail, "password": "right-password"},
+		"password too long":     {"email": "known@example.com", "password": strings.Repeat("p", 129)},
 	}
 	var (
 		first     response
@@ -299,6 +300,123 @@ func TestLoginThrottled(t *testing.T) {
 	}
 	want(t, "ghost after 10 failures", a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ghost@example.com", "password": "x"}),
 		http.StatusTooManyRequests, "rate_limited")
+}
+
+// statusCounts counts the answers of a burst by status, and fails the test on a 5xx.
+func statusCounts(t *testing.T, rs []response) map[int]int {
+	t.Helper()
+	n := map[int]int{}
+	for _, r := range rs {
+		n[r.Status]++
+		if r.Status >= 500 {
+			t.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		if r.Status == http.StatusTooManyRequests {
+			if secs, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || secs < 1 {
+				t.Errorf("429 with Retry-After %q, want whole seconds >= 1", r.Header.Get("Retry-After"))
+			}
+		}
+	}
+	return n
+}
+
+func TestLoginThrottledBurst(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	a.register(t, "victim@example.com", "right-password", "Victim")
+
+	// 60 wrong passwords at once: the limit's 10 are answered, the others refused unhashed.
+	rs := burst(t, 60, func(i int) request {
+		email := "victim@example.com"
+		if i%2 == 1 {
+			email = "Victim@Example.com"
+		}
+		return request{"POST", "/v1/tokens", "", `{"email":"` + email + `","password":"wrong-password"}`, nil}
+	}, a.URL)
+	got := statusCounts(t, rs)
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 10, http.StatusTooManyRequests: 50}, got); diff != "" {
+		t.Errorf("answers to a burst of 60 wrong passwords by status (-want +got):\n%s", diff)
+	}
+	want(t, "right password after the burst", a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "victim@example.com", "password": "right-password"}),
+		http.StatusTooManyRequests, "rate_limited")
+}
+
+func TestLoginSuccessDoesNotCount(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	a.register(t, "ann@example.com", "right-password", "Ann")
+	fail := func(what string, status int, code string) {
+		t.Helper()
+		want(t, what, a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ann@example.com", "password": "wrong-password"}), status, code)
+	}
+	for i := range 9 {
+		fail(fmt.Sprintf("failure %d", i+1), http.StatusUnauthorized, "invalid_credentials")
+	}
+	// Below the limit the right password still works, and counts nothing.
+	for range 3 {
+		a.login(t, "ann@example.com", "right-password")
+	}
+	fail("failure 10", http.StatusUnauthorized, "invalid_credentials")
+	fail("failure 11", http.StatusTooManyRequests, "rate_limited")
+}
+
+// metric reads the value of a counter or gauge without labels from /metrics.
+func (a *app) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	r := a.do(t, "GET", "/metrics", "", nil)
+	for line := range strings.Lines(string(r.Body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no metric %s in /metrics", name)
+	return 0
+}
+
+func TestLoginPasswordTooLong(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	a.register(t, "ann@example.com", strings.Repeat("é", 128), "Ann")
+	login := func(pw string) response {
+		t.Helper()
+		r := a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ann@example.com", "password": pw})
+		r.Header.Del("Date")
+		r.Header.Del("X-Request-Id")
+		return r
+	}
+	const hashes = "account_password_hashes_total"
+
+	before := a.metric(t, hashes)
+	wrong := login("wrong-password")
+	want(t, "wrong password", wrong, http.StatusUnauthorized, "invalid_credentials")
+	if got := a.metric(t, hashes); got != before+1 {
+		t.Fatalf("%s went from %v to %v for a wrong password, want +1", hashes, before, got)
+	}
+	// 129 characters: longer than any account's password, refused without a hash, with the very
+	// answer of a wrong password, and counted as a failure.
+	before = a.metric(t, hashes)
+	for i := range 9 {
+		long := login(strings.Repeat("é", 129))
+		want(t, fmt.Sprintf("long password %d", i+1), long, http.StatusUnauthorized, "invalid_credentials")
+		if !bytes.Equal(wrong.Body, long.Body) {
+			t.Errorf("bodies differ: wrong password %s, long one %s", wrong.Body, long.Body)
+		}
+		if diff := cmp.Diff(wrong.Header, long.Header); diff != "" {
+			t.Errorf("headers differ (-wrong password +long one):\n%s", diff)
+		}
+	}
+	if got := a.metric(t, hashes); got != before {
+		t.Errorf("%s went from %v to %v for long passwords, want no hash", hashes, before, got)
+	}
+	// 1 wrong and 9 long: the account is at its limit.
+	want(t, "right password after 10 failures", login(strings.Repeat("é", 128)), http.StatusTooManyRequests, "rate_limited")
 }
 
 func TestAdministration(t *testing.T) {

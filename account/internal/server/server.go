@@ -41,8 +41,12 @@ func New(cfg Config) *http.ServeMux {
 		Name: "account_logins_total",
 		Help: "Login attempts by result: success, invalid_credentials, rate_limited, error.",
 	}, []string{"result"})
+	hashes := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "account_password_hashes_total",
+		Help: "Password hashes computed, by registrations and logins alike.",
+	}, func() float64 { return float64(cfg.Hasher.Runs()) })
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(logins)
+		cfg.Metrics.MustRegister(logins, hashes)
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, cfg, authn.Require, logins)
