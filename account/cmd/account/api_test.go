@@ -362,6 +362,59 @@ func TestLoginSuccessDoesNotCount(t *testing.T) {
 	fail("failure 11", http.StatusTooManyRequests, "rate_limited")
 }
 
+// loginFrom is a login request sent through a proxy: X-Forwarded-For is xff.
+func loginFrom(email, password, xff string) request {
+	return request{"POST", "/v1/tokens", "", `{"email":"` + email + `","password":"` + password + `"}`,
+		http.Header{"X-Forwarded-For": {xff}}}
+}
+
+func TestLoginThrottledPerAddress(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	env["TRUSTED_PROXIES"] = "127.0.0.1/32,::1/128" // the test is the proxy
+	a := startApp(t, env)
+	a.register(t, "ann@example.com", "right-password", "Ann")
+	long := strings.Repeat("p", 129) // refused unhashed, so the first 90 failures cost little
+	const client = "198.51.100.7"
+
+	// 90 failures for 90 accounts from one client, then 30 more at once: 10 are answered, the
+	// others refused, whatever the emails.
+	got := statusCounts(t, burst(t, 90, func(i int) request {
+		return loginFrom(fmt.Sprintf("u%d@example.com", i), long, client)
+	}, a.URL))
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 90}, got); diff != "" {
+		t.Fatalf("answers to 90 failures from one client (-want +got):\n%s", diff)
+	}
+	got = statusCounts(t, burst(t, 30, func(i int) request {
+		return loginFrom(fmt.Sprintf("v%d@example.com", i), "wrong-password", client)
+	}, a.URL))
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 10, http.StatusTooManyRequests: 20}, got); diff != "" {
+		t.Errorf("answers to a burst of 30 more (-want +got):\n%s", diff)
+	}
+	// The client is refused even with a right password, and with a made-up address in front.
+	for _, xff := range []string{client, "203.0.113.1, " + client} {
+		r := burst(t, 1, func(int) request { return loginFrom("ann@example.com", "right-password", xff) }, a.URL)[0]
+		want(t, "X-Forwarded-For "+xff, r, http.StatusTooManyRequests, "rate_limited")
+	}
+	// Another client behind the same proxy is not.
+	r := burst(t, 1, func(int) request { return loginFrom("ann@example.com", "right-password", "198.51.100.8") }, a.URL)[0]
+	want(t, "another client", r, http.StatusOK, "")
+}
+
+func TestForwardedForIgnoredWithoutTrustedProxies(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	long := strings.Repeat("p", 129)
+	// Each request claims another address: without TRUSTED_PROXIES all come from the connection's.
+	got := statusCounts(t, burst(t, 110, func(i int) request {
+		return loginFrom(fmt.Sprintf("u%d@example.com", i), long, fmt.Sprintf("198.51.100.%d", i))
+	}, a.URL))
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 100, http.StatusTooManyRequests: 10}, got); diff != "" {
+		t.Errorf("answers to 110 failures claiming 110 addresses (-want +got):\n%s", diff)
+	}
+}
+
 // metric reads the value of a counter or gauge without labels from /metrics.
 func (a *app) metric(t *testing.T, name string) float64 {
 	t.Helper()

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -148,6 +149,9 @@ type config struct {
 	TokenIssuer   string        // TOKEN_ISSUER
 	AdminEmail    string        // BOOTSTRAP_ADMIN_EMAIL
 	AdminPassword string        // BOOTSTRAP_ADMIN_PASSWORD; never logged
+	// TrustedProxies (TRUSTED_PROXIES) are the proxies whose X-Forwarded-For names the client to
+	// login throttling; none by default.
+	TrustedProxies []netip.Prefix
 }
 
 // Defaults of account's own settings.
@@ -185,6 +189,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if v := strings.TrimSpace(getenv("TOKEN_ISSUER")); v != "" {
 		cfg.TokenIssuer = v
 	}
+	if v := getenv("TRUSTED_PROXIES"); strings.TrimSpace(v) != "" {
+		ps, err := parseTrustedProxies(v)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		cfg.TrustedProxies = ps
+	}
 	switch {
 	case cfg.AdminEmail == "" && cfg.AdminPassword == "":
 	case cfg.AdminEmail == "" || cfg.AdminPassword == "":
@@ -203,6 +214,28 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return cfg, nil
 }
 
+// parseTrustedProxies parses TRUSTED_PROXIES: comma-separated CIDRs, a bare address standing for
+// itself alone.
+func parseTrustedProxies(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("TRUSTED_PROXIES %q: want comma-separated CIDRs such as 10.0.0.0/8,fd00::/8", s)
+			}
+			p = netip.PrefixFrom(a.WithZone(""), a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // logAttrs is the configuration as logged at start: no passwords, no credentials in URLs.
 func (c config) logAttrs() []any {
 	return []any{
@@ -213,6 +246,7 @@ func (c config) logAttrs() []any {
 		"token_ttl", c.TokenTTL.String(),
 		"token_issuer", c.TokenIssuer,
 		"bootstrap_admin", c.AdminEmail,
+		"trusted_proxies", fmt.Sprint(c.TrustedProxies),
 	}
 }
 

@@ -185,6 +185,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad ttl", map[string]string{"TOKEN_TTL": "forever"}, "TOKEN_TTL"},
 		{"negative ttl", map[string]string{"TOKEN_TTL": "-5m"}, "TOKEN_TTL"},
 		{"bad log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"bad trusted proxy", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, "TRUSTED_PROXIES"},
+		{"bad trusted prefix", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,6 +211,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		cfg.DatabaseURL != "postgres://postgres@127.0.0.1:5432/account?sslmode=disable" || cfg.NATSURL != "nats://127.0.0.1:4222" {
 		t.Errorf("defaults = %+v", cfg)
 	}
+	if cfg.TrustedProxies != nil {
+		t.Errorf("TrustedProxies = %v by default, want none", cfg.TrustedProxies)
+	}
 	attrs := config{Config: cfg.Config, AdminEmail: "a@example.com", AdminPassword: "top-secret-pw"}.logAttrs()
 	for _, v := range attrs {
 		if s, ok := v.(string); ok && strings.Contains(s, "top-secret-pw") {
@@ -217,5 +222,38 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if got := redactURL("nats://user:pw@host:4222,nats://tok@other:4222"); strings.Contains(got, "pw") || strings.Contains(got, "tok") {
 		t.Errorf("redactURL = %q, still holds credentials", got)
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"10.0.0.0/8", []string{"10.0.0.0/8"}},
+		{" 10.0.0.0/8 , 192.168.1.0/24,fd00::/8 ", []string{"10.0.0.0/8", "192.168.1.0/24", "fd00::/8"}},
+		{"10.1.2.3/8", []string{"10.0.0.0/8"}}, // host bits dropped
+		{"127.0.0.1,::1", []string{"127.0.0.1/32", "::1/128"}},
+		{"10.0.0.0/8,", []string{"10.0.0.0/8"}},
+	}
+	for _, tt := range tests {
+		ps, err := parseTrustedProxies(tt.in)
+		if err != nil {
+			t.Errorf("parseTrustedProxies(%q): %v", tt.in, err)
+			continue
+		}
+		var got []string
+		for _, p := range ps {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("parseTrustedProxies(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+	for _, in := range []string{"localhost", "10.0.0.0/33", "10.0.0.0/", "1.2.3.4.5", "10.0.0.0/8;192.168.0.0/16"} {
+		if _, err := parseTrustedProxies(in); err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
+			t.Errorf("parseTrustedProxies(%q) error = %v, want one naming TRUSTED_PROXIES", in, err)
+		}
 	}
 }

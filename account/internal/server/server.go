@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/authmesh/account/internal/account"
@@ -29,6 +30,9 @@ type Config struct {
 	Signer *token.Signer
 	// Metrics, when set, receives the login metrics.
 	Metrics prometheus.Registerer
+	// TrustedProxies are the proxies whose X-Forwarded-For gives the client's address to login
+	// throttling; with none, the header is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // New returns a mux serving the API. Account's own endpoints verify tokens with the keys of

@@ -53,7 +53,10 @@ func invalidCredentials() *web.Problem {
 // reached, every login for that key gets 429 rate_limited, even with the right password, until the
 // window frees. An unknown email is checked against a dummy hash, so it costs what a wrong
 // password costs; a password longer than any account can have is refused unhashed, as a failure.
-func handleLogin(log *slog.Logger, store *postgres.Store, hasher *password.Hasher, signer *token.Signer, logins *prometheus.CounterVec) http.Handler {
+//
+// The client address is the connection's, or the one X-Forwarded-For gives when the connection
+// comes from one of trusted (see clientAddr).
+func handleLogin(log *slog.Logger, store *postgres.Store, hasher *password.Hasher, signer *token.Signer, trusted []netip.Prefix, logins *prometheus.CounterVec) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		var req loginRequest
@@ -69,7 +72,7 @@ func handleLogin(log *slog.Logger, store *postgres.Store, hasher *password.Hashe
 		}
 		keys := []postgres.LoginKey{
 			{Limit: account.EmailLimit, Key: cred.throttleKey(req.Email)},
-			{Limit: account.AddressLimit, Key: clientAddress(r)},
+			{Limit: account.AddressLimit, Key: clientAddress(r, trusted)},
 		}
 		attempt, wait, err := store.BeginLogin(ctx, keys)
 		if err != nil {
@@ -198,23 +201,78 @@ func (c credentials) check(ctx context.Context, hasher *password.Hasher, pw stri
 	return c.user, nil
 }
 
-// clientAddress is the key of the per-address limit: the host of the connection's remote
-// address (X-Forwarded-For is not trusted: any client can set it). An IPv6 client is keyed by its
-// /64, which one host usually holds whole.
-func clientAddress(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+// clientAddress is the key of the per-address limit: the client's address (see clientAddr), an
+// IPv6 one by its /64, which one host usually holds whole.
+func clientAddress(r *http.Request, trusted []netip.Prefix) string {
+	addr, ok := clientAddr(r, trusted)
+	if !ok {
+		return r.RemoteAddr // not an address: keyed as it is
 	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	addr = addr.Unmap()
 	if addr.Is6() {
 		if p, err := addr.Prefix(64); err == nil {
 			return p.String()
 		}
 	}
 	return addr.String()
+}
+
+// clientAddr is the address of the client: the connection's, unless that is one of the trusted
+// proxies. Then it is the address X-Forwarded-For gives for the client: the rightmost one (of all
+// the header's values, in order) that is not itself a trusted proxy, every entry right of it
+// having been appended by trusted proxies; the leftmost when all are trusted. Anything left of
+// that entry is the client's to write, and ignored. A malformed entry on the way, or no header,
+// leaves the connection's address. ok is false when the connection's address is no address.
+func clientAddr(r *http.Request, trusted []netip.Prefix) (addr netip.Addr, ok bool) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	conn, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	conn = conn.Unmap()
+	if !isTrusted(conn, trusted) {
+		return conn, true
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		for _, h := range strings.Split(v, ",") {
+			hops = append(hops, strings.TrimSpace(h))
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, ok := parseHop(hops[i])
+		if !ok {
+			return conn, true
+		}
+		if i == 0 || !isTrusted(a, trusted) {
+			return a, true
+		}
+	}
+	return conn, true // no header
+}
+
+// parseHop parses an entry of X-Forwarded-For: an address, bracketed or not, with or without a
+// port (some proxies add it).
+func parseHop(s string) (netip.Addr, bool) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// isTrusted reports whether addr is in one of the trusted prefixes.
+func isTrusted(addr netip.Addr, trusted []netip.Prefix) bool {
+	addr = addr.WithZone("") // Contains never matches an address with a zone
+	for _, p := range trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
