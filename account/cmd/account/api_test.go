@@ -732,6 +732,40 @@ func burst(t *testing.T, n int, req func(i int) request, baseURL string) []respo
 	return out
 }
 
+func TestOpenIDConfigurationPublicURL(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	env["PUBLIC_URL"] = "https://id.example.com/account/"
+	a := startApp(t, env)
+
+	// A client, or a cache in between, cannot make the document point elsewhere.
+	req, err := http.NewRequestWithContext(t.Context(), "GET", a.URL+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "evil.example"
+	req.Header.Set("X-Forwarded-Host", "evil.example")
+	req.Header.Set("X-Forwarded-Proto", "http")
+	req.Header.Set("Forwarded", "host=evil.example;proto=http")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("openid-configuration: status %d, %v", resp.StatusCode, err)
+	}
+	for field, want := range map[string]string{
+		"jwks_uri":       "https://id.example.com/account/.well-known/jwks.json",
+		"token_endpoint": "https://id.example.com/account/v1/tokens",
+	} {
+		if doc[field] != want {
+			t.Errorf("%s = %v, want %s", field, doc[field], want)
+		}
+	}
+}
+
 func keyBucket(t *testing.T, ns *natstest.Server) jetstream.KeyValue {
 	t.Helper()
 	js := ns.JetStream(t)

@@ -149,6 +149,9 @@ type config struct {
 	TokenIssuer   string        // TOKEN_ISSUER
 	AdminEmail    string        // BOOTSTRAP_ADMIN_EMAIL
 	AdminPassword string        // BOOTSTRAP_ADMIN_PASSWORD; never logged
+	// PublicURL (PUBLIC_URL) is the base of the URLs in openid-configuration, without a trailing
+	// slash: "http://" + HTTPAddr by default.
+	PublicURL string
 	// TrustedProxies (TRUSTED_PROXIES) are the proxies whose X-Forwarded-For names the client to
 	// login throttling; none by default.
 	TrustedProxies []netip.Prefix
@@ -189,6 +192,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if v := strings.TrimSpace(getenv("TOKEN_ISSUER")); v != "" {
 		cfg.TokenIssuer = v
 	}
+	cfg.PublicURL = defaultPublicURL(cfg.HTTPAddr)
+	if v := strings.TrimSpace(getenv("PUBLIC_URL")); v != "" {
+		u, err := parsePublicURL(v)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		cfg.PublicURL = u
+	}
 	if v := getenv("TRUSTED_PROXIES"); strings.TrimSpace(v) != "" {
 		ps, err := parseTrustedProxies(v)
 		if err != nil {
@@ -212,6 +223,28 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
 	}
 	return cfg, nil
+}
+
+// defaultPublicURL is the URL of the listening address: a server bound to every interface
+// (":8081") is named localhost.
+func defaultPublicURL(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		addr = "localhost" + addr
+	}
+	return "http://" + addr
+}
+
+// parsePublicURL checks PUBLIC_URL: an absolute http or https URL, with no credentials, query or
+// fragment (a path is fine, for a service behind a path prefix). It returns it without trailing
+// slashes.
+func parsePublicURL(v string) (string, error) {
+	u, err := url.Parse(v)
+	ok := err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" && u.Opaque == "" &&
+		u.User == nil && u.RawQuery == "" && !u.ForceQuery && !strings.Contains(v, "#")
+	if !ok {
+		return "", fmt.Errorf("PUBLIC_URL %q: want an absolute http(s) URL without credentials, query or fragment, such as https://id.example.com", v)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // parseTrustedProxies parses TRUSTED_PROXIES: comma-separated CIDRs, a bare address standing for
@@ -246,6 +279,7 @@ func (c config) logAttrs() []any {
 		"token_ttl", c.TokenTTL.String(),
 		"token_issuer", c.TokenIssuer,
 		"bootstrap_admin", c.AdminEmail,
+		"public_url", c.PublicURL,
 		"trusted_proxies", fmt.Sprint(c.TrustedProxies),
 	}
 }

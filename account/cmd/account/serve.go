@@ -46,6 +46,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, args []string, _ i
 		Signer:  &token.Signer{Keys: keys, Issuer: cfg.TokenIssuer, TTL: cfg.TokenTTL},
 		Metrics: base.Metrics,
 
+		PublicURL:      cfg.PublicURL,
 		TrustedProxies: cfg.TrustedProxies,
 	})
 	relay := outbox.NewRelay(outbox.RelayConfig{Pool: base.Pool, JS: base.JS, Log: log, Metrics: base.Metrics})

@@ -21,5 +21,5 @@ func addRoutes(mux *http.ServeMux, cfg Config, requireUser func(http.Handler) ht
 	mux.Handle("PUT /v1/users/{id}/status", requireUser(requireAdmin(handleSetStatus(log, store))))
 
 	mux.Handle("GET /.well-known/jwks.json", handleJWKS(cfg.Keys))
-	mux.Handle("GET /.well-known/openid-configuration", handleOpenIDConfiguration(cfg.Signer.Issuer))
+	mux.Handle("GET /.well-known/openid-configuration", handleOpenIDConfiguration(cfg.Signer.Issuer, cfg.PublicURL))
 }

@@ -30,6 +30,9 @@ type Config struct {
 	Signer *token.Signer
 	// Metrics, when set, receives the login metrics.
 	Metrics prometheus.Registerer
+	// PublicURL is the base of the URLs in openid-configuration (no trailing slash): the
+	// configured one, never the request's Host.
+	PublicURL string
 	// TrustedProxies are the proxies whose X-Forwarded-For gives the client's address to login
 	// throttling; with none, the header is ignored.
 	TrustedProxies []netip.Prefix
