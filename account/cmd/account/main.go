@@ -58,7 +58,10 @@ commands:
 
 environment:
   HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL, TOKEN_TTL (15m), TOKEN_ISSUER (account),
-  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither)
+  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither),
+  PUBLIC_URL (http:// + HTTP_ADDR)   the base of the URLs in openid-configuration
+  TRUSTED_PROXIES (none)             comma-separated CIDRs of the proxies whose X-Forwarded-For
+                                     names the client to login throttling
 `
 
 // command is a subcommand: it runs with its own arguments and prints its output to stdout.
