@@ -21,6 +21,7 @@ const (
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeEmailTaken           = "email_taken"
 	CodeOutOfStock           = "out_of_stock"
+	CodeLastAdmin            = "last_admin"
 	CodePayloadTooLarge      = "payload_too_large"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeValidationFailed     = "validation_failed"

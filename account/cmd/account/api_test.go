@@ -8,8 +8,10 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/outbox"
+	"github.com/authmesh/events/servicetest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -234,6 +237,7 @@ func TestInvalidCredentialsIdentical(t *testing.T) {
 		"NUL in email":          {"email": "known\x00@example.com", "password": "right-password"},
 		"empty":                 {"email": "", "password": ""},
 		"password of other one": {"email": adminEmail, "password": "right-password"},
+		"password too long":     {"email": "known@example.com", "password": strings.Repeat("p", 129)},
 	}
 	var (
 		first     response
@@ -298,6 +302,176 @@ func TestLoginThrottled(t *testing.T) {
 		http.StatusTooManyRequests, "rate_limited")
 }
 
+// statusCounts counts the answers of a burst by status, and fails the test on a 5xx.
+func statusCounts(t *testing.T, rs []response) map[int]int {
+	t.Helper()
+	n := map[int]int{}
+	for _, r := range rs {
+		n[r.Status]++
+		if r.Status >= 500 {
+			t.Errorf("status %d: %s", r.Status, r.Body)
+		}
+		if r.Status == http.StatusTooManyRequests {
+			if secs, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || secs < 1 {
+				t.Errorf("429 with Retry-After %q, want whole seconds >= 1", r.Header.Get("Retry-After"))
+			}
+		}
+	}
+	return n
+}
+
+func TestLoginThrottledBurst(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	a.register(t, "victim@example.com", "right-password", "Victim")
+
+	// 60 wrong passwords at once: the limit's 10 are answered, the others refused unhashed.
+	rs := burst(t, 60, func(i int) request {
+		email := "victim@example.com"
+		if i%2 == 1 {
+			email = "Victim@Example.com"
+		}
+		return request{"POST", "/v1/tokens", "", `{"email":"` + email + `","password":"wrong-password"}`, nil}
+	}, a.URL)
+	got := statusCounts(t, rs)
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 10, http.StatusTooManyRequests: 50}, got); diff != "" {
+		t.Errorf("answers to a burst of 60 wrong passwords by status (-want +got):\n%s", diff)
+	}
+	want(t, "right password after the burst", a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "victim@example.com", "password": "right-password"}),
+		http.StatusTooManyRequests, "rate_limited")
+}
+
+func TestLoginSuccessDoesNotCount(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	a.register(t, "ann@example.com", "right-password", "Ann")
+	fail := func(what string, status int, code string) {
+		t.Helper()
+		want(t, what, a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ann@example.com", "password": "wrong-password"}), status, code)
+	}
+	for i := range 9 {
+		fail(fmt.Sprintf("failure %d", i+1), http.StatusUnauthorized, "invalid_credentials")
+	}
+	// Below the limit the right password still works, and counts nothing.
+	for range 3 {
+		a.login(t, "ann@example.com", "right-password")
+	}
+	fail("failure 10", http.StatusUnauthorized, "invalid_credentials")
+	fail("failure 11", http.StatusTooManyRequests, "rate_limited")
+}
+
+// loginFrom is a login request sent through a proxy: X-Forwarded-For is xff.
+func loginFrom(email, password, xff string) request {
+	return request{"POST", "/v1/tokens", "", `{"email":"` + email + `","password":"` + password + `"}`,
+		http.Header{"X-Forwarded-For": {xff}}}
+}
+
+func TestLoginThrottledPerAddress(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	env["TRUSTED_PROXIES"] = "127.0.0.1/32,::1/128" // the test is the proxy
+	a := startApp(t, env)
+	a.register(t, "ann@example.com", "right-password", "Ann")
+	long := strings.Repeat("p", 129) // refused unhashed, so the first 90 failures cost little
+	const client = "198.51.100.7"
+
+	// 90 failures for 90 accounts from one client, then 30 more at once: 10 are answered, the
+	// others refused, whatever the emails.
+	got := statusCounts(t, burst(t, 90, func(i int) request {
+		return loginFrom(fmt.Sprintf("u%d@example.com", i), long, client)
+	}, a.URL))
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 90}, got); diff != "" {
+		t.Fatalf("answers to 90 failures from one client (-want +got):\n%s", diff)
+	}
+	got = statusCounts(t, burst(t, 30, func(i int) request {
+		return loginFrom(fmt.Sprintf("v%d@example.com", i), "wrong-password", client)
+	}, a.URL))
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 10, http.StatusTooManyRequests: 20}, got); diff != "" {
+		t.Errorf("answers to a burst of 30 more (-want +got):\n%s", diff)
+	}
+	// The client is refused even with a right password, and with a made-up address in front.
+	for _, xff := range []string{client, "203.0.113.1, " + client} {
+		r := burst(t, 1, func(int) request { return loginFrom("ann@example.com", "right-password", xff) }, a.URL)[0]
+		want(t, "X-Forwarded-For "+xff, r, http.StatusTooManyRequests, "rate_limited")
+	}
+	// Another client behind the same proxy is not.
+	r := burst(t, 1, func(int) request { return loginFrom("ann@example.com", "right-password", "198.51.100.8") }, a.URL)[0]
+	want(t, "another client", r, http.StatusOK, "")
+}
+
+func TestForwardedForIgnoredWithoutTrustedProxies(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	long := strings.Repeat("p", 129)
+	// Each request claims another address: without TRUSTED_PROXIES all come from the connection's.
+	got := statusCounts(t, burst(t, 110, func(i int) request {
+		return loginFrom(fmt.Sprintf("u%d@example.com", i), long, fmt.Sprintf("198.51.100.%d", i))
+	}, a.URL))
+	if diff := cmp.Diff(map[int]int{http.StatusUnauthorized: 100, http.StatusTooManyRequests: 10}, got); diff != "" {
+		t.Errorf("answers to 110 failures claiming 110 addresses (-want +got):\n%s", diff)
+	}
+}
+
+// metric reads the value of a counter or gauge without labels from /metrics.
+func (a *app) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	r := a.do(t, "GET", "/metrics", "", nil)
+	for line := range strings.Lines(string(r.Body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no metric %s in /metrics", name)
+	return 0
+}
+
+func TestLoginPasswordTooLong(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	a.register(t, "ann@example.com", strings.Repeat("é", 128), "Ann")
+	login := func(pw string) response {
+		t.Helper()
+		r := a.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "ann@example.com", "password": pw})
+		r.Header.Del("Date")
+		r.Header.Del("X-Request-Id")
+		return r
+	}
+	const hashes = "account_password_hashes_total"
+
+	before := a.metric(t, hashes)
+	wrong := login("wrong-password")
+	want(t, "wrong password", wrong, http.StatusUnauthorized, "invalid_credentials")
+	if got := a.metric(t, hashes); got != before+1 {
+		t.Fatalf("%s went from %v to %v for a wrong password, want +1", hashes, before, got)
+	}
+	// 129 characters: longer than any account's password, refused without a hash, with the very
+	// answer of a wrong password, and counted as a failure.
+	before = a.metric(t, hashes)
+	for i := range 9 {
+		long := login(strings.Repeat("é", 129))
+		want(t, fmt.Sprintf("long password %d", i+1), long, http.StatusUnauthorized, "invalid_credentials")
+		if !bytes.Equal(wrong.Body, long.Body) {
+			t.Errorf("bodies differ: wrong password %s, long one %s", wrong.Body, long.Body)
+		}
+		if diff := cmp.Diff(wrong.Header, long.Header); diff != "" {
+			t.Errorf("headers differ (-wrong password +long one):\n%s", diff)
+		}
+	}
+	if got := a.metric(t, hashes); got != before {
+		t.Errorf("%s went from %v to %v for long passwords, want no hash", hashes, before, got)
+	}
+	// 1 wrong and 9 long: the account is at its limit.
+	want(t, "right password after 10 failures", login(strings.Repeat("é", 128)), http.StatusTooManyRequests, "rate_limited")
+}
+
 func TestAdministration(t *testing.T) {
 	t.Parallel()
 	env, _ := testEnv(t)
@@ -352,6 +526,52 @@ func TestAdministration(t *testing.T) {
 	// Promoted to admin, the user administers at once (account reads its own database).
 	want(t, "promote", a.do(t, "PUT", "/v1/users/"+id+"/roles", admin, map[string]any{"roles": []string{"admin"}}), 200, "")
 	want(t, "list as promoted user", a.do(t, "GET", "/v1/users", userTok, nil), 200, "")
+}
+
+func TestLastAdmin(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	root := a.login(t, adminEmail, adminPassword)
+	rootID := a.do(t, "GET", "/v1/users/me", root, nil).json(t)["id"].(string)
+
+	// The bootstrap admin is the only one: they can neither step down nor disable themself.
+	want(t, "demote the last admin", a.do(t, "PUT", "/v1/users/"+rootID+"/roles", root, map[string]any{"roles": []string{"moderator"}}),
+		http.StatusConflict, "last_admin")
+	want(t, "disable the last admin", a.do(t, "PUT", "/v1/users/"+rootID+"/status", root, map[string]any{"status": "disabled"}),
+		http.StatusConflict, "last_admin")
+	r := a.do(t, "PUT", "/v1/users/"+rootID+"/roles", root, map[string]any{"roles": []string{"moderator", "admin"}})
+	want(t, "keep the admin role", r, http.StatusOK, "")
+	if got := r.json(t); got["version"] != 2.0 {
+		t.Errorf("after keeping the role: version %v, want 2 (the refused changes changed nothing)", got["version"])
+	}
+
+	// Two admins take each other's role at once: one succeeds, the other is refused (409, or 403
+	// when its request is authenticated after it lost the role).
+	other := a.register(t, "other@example.com", "other-password", "Other")["id"].(string)
+	want(t, "promote", a.do(t, "PUT", "/v1/users/"+other+"/roles", root, map[string]any{"roles": []string{"admin"}}), http.StatusOK, "")
+	otherTok := a.login(t, "other@example.com", "other-password")
+	got := burst(t, 2, func(i int) request {
+		tok, target := root, other
+		if i == 1 {
+			tok, target = otherTok, rootID
+		}
+		return request{"PUT", "/v1/users/" + target + "/status", tok, `{"status":"disabled"}`, nil}
+	}, a.URL)
+	statuses := []int{got[0].Status, got[1].Status}
+	slices.Sort(statuses)
+	if statuses[0] != http.StatusOK || (statuses[1] != http.StatusForbidden && statuses[1] != http.StatusConflict) {
+		t.Fatalf("concurrent disabling: statuses %v (%s, %s), want one 200 and one 403 or 409", statuses, got[0].Body, got[1].Body)
+	}
+	var active int
+	for _, tok := range []string{root, otherTok} {
+		if a.do(t, "GET", "/v1/users", tok, nil).Status == http.StatusOK {
+			active++
+		}
+	}
+	if active != 1 {
+		t.Errorf("%d admins can still administer users, want 1", active)
+	}
 }
 
 func TestListUsers(t *testing.T) {
@@ -457,6 +677,92 @@ func TestWellKnown(t *testing.T) {
 	}
 	if segment(t, tok, 0)["kid"] != k.Kid {
 		t.Errorf("token kid %v is not the published key %s", segment(t, tok, 0)["kid"], k.Kid)
+	}
+}
+
+// request is one request of a burst.
+type request struct {
+	method, path, token, body string
+	header                    http.Header
+}
+
+// burst sends n requests at once, request i as made by req(i), and returns their answers in
+// order. It waits for every answer; a request that fails to get one fails the test.
+func burst(t *testing.T, n int, req func(i int) request, baseURL string) []response {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		out   = make([]response, n)
+		errs  = make([]error, n)
+	)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for i := range n {
+		rq := req(i)
+		wg.Go(func() {
+			hr, err := http.NewRequestWithContext(t.Context(), rq.method, baseURL+rq.path, strings.NewReader(rq.body))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			maps.Copy(hr.Header, rq.header)
+			hr.Header.Set("Content-Type", "application/json")
+			if rq.token != "" {
+				hr.Header.Set("Authorization", "Bearer "+rq.token)
+			}
+			<-start
+			resp, err := client.Do(hr)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			out[i] = response{servicetest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}}
+			errs[i] = err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d of the burst: %v", i, err)
+		}
+	}
+	return out
+}
+
+func TestOpenIDConfigurationPublicURL(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	env["PUBLIC_URL"] = "https://id.example.com/account/"
+	a := startApp(t, env)
+
+	// A client, or a cache in between, cannot make the document point elsewhere.
+	req, err := http.NewRequestWithContext(t.Context(), "GET", a.URL+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "evil.example"
+	req.Header.Set("X-Forwarded-Host", "evil.example")
+	req.Header.Set("X-Forwarded-Proto", "http")
+	req.Header.Set("Forwarded", "host=evil.example;proto=http")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("openid-configuration: status %d, %v", resp.StatusCode, err)
+	}
+	for field, want := range map[string]string{
+		"jwks_uri":       "https://id.example.com/account/.well-known/jwks.json",
+		"token_endpoint": "https://id.example.com/account/v1/tokens",
+	} {
+		if doc[field] != want {
+			t.Errorf("%s = %v, want %s", field, doc[field], want)
+		}
 	}
 }
 

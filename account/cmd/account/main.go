@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -57,7 +58,10 @@ commands:
 
 environment:
   HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL, TOKEN_TTL (15m), TOKEN_ISSUER (account),
-  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither)
+  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither),
+  PUBLIC_URL (http:// + HTTP_ADDR)   the base of the URLs in openid-configuration
+  TRUSTED_PROXIES (none)             comma-separated CIDRs of the proxies whose X-Forwarded-For
+                                     names the client to login throttling
 `
 
 // command is a subcommand: it runs with its own arguments and prints its output to stdout.
@@ -148,6 +152,12 @@ type config struct {
 	TokenIssuer   string        // TOKEN_ISSUER
 	AdminEmail    string        // BOOTSTRAP_ADMIN_EMAIL
 	AdminPassword string        // BOOTSTRAP_ADMIN_PASSWORD; never logged
+	// PublicURL (PUBLIC_URL) is the base of the URLs in openid-configuration, without a trailing
+	// slash: "http://" + HTTPAddr by default.
+	PublicURL string
+	// TrustedProxies (TRUSTED_PROXIES) are the proxies whose X-Forwarded-For names the client to
+	// login throttling; none by default.
+	TrustedProxies []netip.Prefix
 }
 
 // Defaults of account's own settings.
@@ -185,6 +195,21 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if v := strings.TrimSpace(getenv("TOKEN_ISSUER")); v != "" {
 		cfg.TokenIssuer = v
 	}
+	cfg.PublicURL = defaultPublicURL(cfg.HTTPAddr)
+	if v := strings.TrimSpace(getenv("PUBLIC_URL")); v != "" {
+		u, err := parsePublicURL(v)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		cfg.PublicURL = u
+	}
+	if v := getenv("TRUSTED_PROXIES"); strings.TrimSpace(v) != "" {
+		ps, err := parseTrustedProxies(v)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		cfg.TrustedProxies = ps
+	}
 	switch {
 	case cfg.AdminEmail == "" && cfg.AdminPassword == "":
 	case cfg.AdminEmail == "" || cfg.AdminPassword == "":
@@ -203,6 +228,50 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return cfg, nil
 }
 
+// defaultPublicURL is the URL of the listening address: a server bound to every interface
+// (":8081") is named localhost.
+func defaultPublicURL(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		addr = "localhost" + addr
+	}
+	return "http://" + addr
+}
+
+// parsePublicURL checks PUBLIC_URL: an absolute http or https URL, with no credentials, query or
+// fragment (a path is fine, for a service behind a path prefix). It returns it without trailing
+// slashes.
+func parsePublicURL(v string) (string, error) {
+	u, err := url.Parse(v)
+	ok := err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" && u.Opaque == "" &&
+		u.User == nil && u.RawQuery == "" && !u.ForceQuery && !strings.Contains(v, "#")
+	if !ok {
+		return "", fmt.Errorf("PUBLIC_URL %q: want an absolute http(s) URL without credentials, query or fragment, such as https://id.example.com", v)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// parseTrustedProxies parses TRUSTED_PROXIES: comma-separated CIDRs, a bare address standing for
+// itself alone.
+func parseTrustedProxies(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("TRUSTED_PROXIES %q: want comma-separated CIDRs such as 10.0.0.0/8,fd00::/8", s)
+			}
+			p = netip.PrefixFrom(a.WithZone(""), a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // logAttrs is the configuration as logged at start: no passwords, no credentials in URLs.
 func (c config) logAttrs() []any {
 	return []any{
@@ -213,6 +282,8 @@ func (c config) logAttrs() []any {
 		"token_ttl", c.TokenTTL.String(),
 		"token_issuer", c.TokenIssuer,
 		"bootstrap_admin", c.AdminEmail,
+		"public_url", c.PublicURL,
+		"trusted_proxies", fmt.Sprint(c.TrustedProxies),
 	}
 }
 

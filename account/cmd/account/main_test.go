@@ -185,6 +185,10 @@ func TestConfigErrors(t *testing.T) {
 		{"bad ttl", map[string]string{"TOKEN_TTL": "forever"}, "TOKEN_TTL"},
 		{"negative ttl", map[string]string{"TOKEN_TTL": "-5m"}, "TOKEN_TTL"},
 		{"bad log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"relative public URL", map[string]string{"PUBLIC_URL": "id.example.com"}, "PUBLIC_URL"},
+		{"public URL with a query", map[string]string{"PUBLIC_URL": "https://id.example.com/?x=1"}, "PUBLIC_URL"},
+		{"bad trusted proxy", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, "TRUSTED_PROXIES"},
+		{"bad trusted prefix", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,6 +213,12 @@ func TestLoadConfigDefaults(t *testing.T) {
 		cfg.DatabaseURL != "postgres://postgres@127.0.0.1:5432/account?sslmode=disable" || cfg.NATSURL != "nats://127.0.0.1:4222" {
 		t.Errorf("defaults = %+v", cfg)
 	}
+	if cfg.PublicURL != "http://127.0.0.1:8081" {
+		t.Errorf("PublicURL = %q by default, want http://127.0.0.1:8081", cfg.PublicURL)
+	}
+	if cfg.TrustedProxies != nil {
+		t.Errorf("TrustedProxies = %v by default, want none", cfg.TrustedProxies)
+	}
 	attrs := config{Config: cfg.Config, AdminEmail: "a@example.com", AdminPassword: "top-secret-pw"}.logAttrs()
 	for _, v := range attrs {
 		if s, ok := v.(string); ok && strings.Contains(s, "top-secret-pw") {
@@ -217,5 +227,67 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if got := redactURL("nats://user:pw@host:4222,nats://tok@other:4222"); strings.Contains(got, "pw") || strings.Contains(got, "tok") {
 		t.Errorf("redactURL = %q, still holds credentials", got)
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"10.0.0.0/8", []string{"10.0.0.0/8"}},
+		{" 10.0.0.0/8 , 192.168.1.0/24,fd00::/8 ", []string{"10.0.0.0/8", "192.168.1.0/24", "fd00::/8"}},
+		{"10.1.2.3/8", []string{"10.0.0.0/8"}}, // host bits dropped
+		{"127.0.0.1,::1", []string{"127.0.0.1/32", "::1/128"}},
+		{"10.0.0.0/8,", []string{"10.0.0.0/8"}},
+	}
+	for _, tt := range tests {
+		ps, err := parseTrustedProxies(tt.in)
+		if err != nil {
+			t.Errorf("parseTrustedProxies(%q): %v", tt.in, err)
+			continue
+		}
+		var got []string
+		for _, p := range ps {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("parseTrustedProxies(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+	for _, in := range []string{"localhost", "10.0.0.0/33", "10.0.0.0/", "1.2.3.4.5", "10.0.0.0/8;192.168.0.0/16"} {
+		if _, err := parseTrustedProxies(in); err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
+			t.Errorf("parseTrustedProxies(%q) error = %v, want one naming TRUSTED_PROXIES", in, err)
+		}
+	}
+}
+
+func TestPublicURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"https://id.example.com":          "https://id.example.com",
+		"https://id.example.com/":         "https://id.example.com",
+		"HTTPS://id.example.com/account/": "https://id.example.com/account",
+		"http://127.0.0.1:8081":           "http://127.0.0.1:8081",
+		"http://[::1]:8081":               "http://[::1]:8081",
+	} {
+		if got, err := parsePublicURL(in); err != nil || got != want {
+			t.Errorf("parsePublicURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"id.example.com", "/account", "ftp://id.example.com", "https://", "http://:8081",
+		"https://user:pw@id.example.com", "https://id.example.com/?a=b", "https://id.example.com/?",
+		"https://id.example.com/#top", "https://id.example.com#", "mailto:a@example.com", "https://exa mple.com"} {
+		if got, err := parsePublicURL(in); err == nil || !strings.Contains(err.Error(), "PUBLIC_URL") {
+			t.Errorf("parsePublicURL(%q) = %q, %v; want an error naming PUBLIC_URL", in, got, err)
+		}
+	}
+	// By default, the listening address.
+	for addr, want := range map[string]string{"0.0.0.0:8081": "http://0.0.0.0:8081", ":8081": "http://localhost:8081"} {
+		cfg, err := loadConfig(func(k string) string { return map[string]string{"HTTP_ADDR": addr}[k] })
+		if err != nil || cfg.PublicURL != want {
+			t.Errorf("PublicURL with HTTP_ADDR %q = %q, %v; want %q", addr, cfg.PublicURL, err, want)
+		}
 	}
 }

@@ -45,6 +45,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, args []string, _ i
 		Keys:    keys,
 		Signer:  &token.Signer{Keys: keys, Issuer: cfg.TokenIssuer, TTL: cfg.TokenTTL},
 		Metrics: base.Metrics,
+
+		PublicURL:      cfg.PublicURL,
+		TrustedProxies: cfg.TrustedProxies,
 	})
 	relay := outbox.NewRelay(outbox.RelayConfig{Pool: base.Pool, JS: base.JS, Log: log, Metrics: base.Metrics})
 	return base.Serve(ctx, mux, nil, relay.Run, keys.Run, pruneLoginFailures(store, log))

@@ -22,6 +22,9 @@ var (
 	ErrNotFound = errors.New("user not found")
 	// ErrEmailTaken means another user has the email, compared case-insensitively.
 	ErrEmailTaken = errors.New("email taken")
+	// ErrLastAdmin means a change would leave no active admin, and nobody could administer users
+	// any more.
+	ErrLastAdmin = errors.New("the last active admin")
 	// ErrUnavailable means the database could not answer in time; the request may be retried.
 	ErrUnavailable = errors.New("database unavailable")
 )
@@ -53,6 +56,9 @@ func (u User) Snapshot() events.User {
 
 // HasRole reports whether u holds role r.
 func (u User) HasRole(r string) bool { return u.Snapshot().HasRole(r) }
+
+// ActiveAdmin reports whether u can administer users: an admin whose status is active.
+func (u User) ActiveAdmin() bool { return u.HasRole(events.RoleAdmin) && u.Snapshot().Active() }
 
 // Field limits.
 const (

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/argon2"
@@ -112,6 +113,7 @@ const DefaultWait = 2 * time.Second
 type Hasher struct {
 	slots chan struct{}
 	wait  time.Duration
+	runs  atomic.Uint64
 }
 
 // NewHasher returns a hasher running at most n hashes at once (GOMAXPROCS when n < 1) and waiting
@@ -132,6 +134,7 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 		return "", err
 	}
 	defer h.release()
+	h.runs.Add(1)
 	return Hash(password)
 }
 
@@ -142,8 +145,12 @@ func (h *Hasher) Verify(ctx context.Context, password, encoded string) (bool, er
 		return false, err
 	}
 	defer h.release()
+	h.runs.Add(1)
 	return Verify(password, encoded)
 }
+
+// Runs returns how many times Hash or Verify has run in a slot of h: the hashes it computed.
+func (h *Hasher) Runs() uint64 { return h.runs.Load() }
 
 func (h *Hasher) acquire(ctx context.Context) error {
 	select {

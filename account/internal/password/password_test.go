@@ -143,6 +143,10 @@ func TestHasherBusy(t *testing.T) {
 	if ok, err := h.Verify(ctx, "password", enc); !ok || err != nil {
 		t.Errorf("Verify = %v, %v; want true, nil", ok, err)
 	}
+	// Only the two that got a slot ran.
+	if got := h.Runs(); got != 2 {
+		t.Errorf("Runs = %d, want 2", got)
+	}
 }
 
 // withSlotTaken fills every slot of h, for a test.

@@ -1,11 +1,13 @@
 package postgres_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,6 +130,7 @@ func TestChangesBumpVersion(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t)
 	ctx := t.Context()
+	mustAdmin(t, s, "root@example.com") // so that bob, made an admin, may be disabled
 	u := mustCreate(t, s, "bob@example.com")
 
 	u2, err := s.SetRoles(ctx, u.ID, []string{"admin", "moderator"})
@@ -140,8 +143,8 @@ func TestChangesBumpVersion(t *testing.T) {
 	if u2.Version != 2 || u2.UpdatedAt.Before(u.UpdatedAt) {
 		t.Errorf("SetRoles: version %d, updated_at %v; want 2, not before %v", u2.Version, u2.UpdatedAt, u.UpdatedAt)
 	}
-	if got := outboxCount(t, pool); got != 2 {
-		t.Errorf("outbox holds %d events, want 2", got)
+	if got := outboxCount(t, pool); got != 3 {
+		t.Errorf("outbox holds %d events, want 3", got)
 	}
 
 	u3, err := s.SetStatus(ctx, u.ID, events.StatusDisabled)
@@ -151,8 +154,8 @@ func TestChangesBumpVersion(t *testing.T) {
 	if u3.Status != "disabled" || u3.Version != 3 {
 		t.Errorf("SetStatus: status %q version %d; want disabled, 3", u3.Status, u3.Version)
 	}
-	if got := outboxCount(t, pool); got != 3 {
-		t.Errorf("outbox holds %d events, want 3", got)
+	if got := outboxCount(t, pool); got != 4 {
+		t.Errorf("outbox holds %d events, want 4", got)
 	}
 
 	u4, err := s.SetRoles(ctx, u.ID, nil)
@@ -172,8 +175,8 @@ func TestChangesBumpVersion(t *testing.T) {
 			t.Errorf("%s(unknown user) error = %v, want ErrNotFound", name, err)
 		}
 	}
-	if got := outboxCount(t, pool); got != 4 {
-		t.Errorf("outbox holds %d events after changes of unknown users, want 4", got)
+	if got := outboxCount(t, pool); got != 5 {
+		t.Errorf("outbox holds %d events after changes of unknown users, want 5", got)
 	}
 }
 
@@ -340,51 +343,136 @@ func TestListUsers(t *testing.T) {
 
 func TestLoginThrottle(t *testing.T) {
 	t.Parallel()
-	s, _ := newStore(t)
+	s, pool := newStore(t)
 	ctx := t.Context()
 	limit := account.LoginLimit{Scope: "test", Max: 3, Window: time.Minute}
-
-	retry := func(key string) time.Duration {
+	key := func(k string) postgres.LoginKey { return postgres.LoginKey{Limit: limit, Key: k} }
+	begin := func(keys ...postgres.LoginKey) (postgres.LoginAttempt, time.Duration) {
 		t.Helper()
-		d, err := s.LoginRetryAfter(ctx, limit, key)
+		a, wait, err := s.BeginLogin(ctx, keys)
 		if err != nil {
-			t.Fatalf("LoginRetryAfter(%q): %v", key, err)
+			t.Fatalf("BeginLogin: %v", err)
 		}
-		return d
+		return a, wait
 	}
+	settle := func(how func(context.Context, postgres.LoginAttempt) error, a postgres.LoginAttempt) {
+		t.Helper()
+		if err := how(ctx, a); err != nil {
+			t.Fatalf("settle: %v", err)
+		}
+	}
+
+	// The limit lets Max failures through, then refuses until the oldest leaves the window.
 	for i := 1; i <= limit.Max; i++ {
-		if d := retry("k"); d != 0 {
-			t.Fatalf("after %d failures: LoginRetryAfter = %v, want 0", i-1, d)
+		a, wait := begin(key("k"))
+		if wait != 0 || !cmp.Equal(a.Counts, []int{i}) {
+			t.Fatalf("attempt %d: counts %v, wait %v; want [%d], 0", i, a.Counts, wait, i)
 		}
-		n, err := s.RecordLoginFailure(ctx, limit, "k")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != i {
-			t.Errorf("RecordLoginFailure #%d returned count %d", i, n)
+		settle(s.FailLogin, a)
+	}
+	for range 2 {
+		if _, wait := begin(key("k")); wait <= limit.Window/2 || wait > limit.Window {
+			t.Errorf("after %d failures: wait %v, want within (%v, %v]", limit.Max, wait, limit.Window/2, limit.Window)
 		}
 	}
-	if d := retry("k"); d <= 0 || d > limit.Window {
-		t.Errorf("after %d failures: LoginRetryAfter = %v, want within (0, %v]", limit.Max, d, limit.Window)
+	// Attempts in flight fill the limit too, but only for a moment: each one that is forgotten (a
+	// success) frees its place.
+	var inFlight []postgres.LoginAttempt
+	for range limit.Max {
+		a, wait := begin(key("p"))
+		if wait != 0 {
+			t.Fatalf("attempt in flight: wait %v, want 0", wait)
+		}
+		inFlight = append(inFlight, a)
 	}
-	// Keys and scopes are counted apart.
-	if d := retry("other"); d != 0 {
-		t.Errorf("LoginRetryAfter(other key) = %v, want 0", d)
+	if _, wait := begin(key("p")); wait != time.Second {
+		t.Errorf("with %d attempts in flight: wait %v, want 1s", limit.Max, wait)
 	}
-	if d, err := s.LoginRetryAfter(ctx, account.LoginLimit{Scope: "else", Max: 3, Window: time.Minute}, "k"); err != nil || d != 0 {
-		t.Errorf("LoginRetryAfter(other scope) = %v, %v; want 0", d, err)
+	settle(s.ForgetLogin, inFlight[0])
+	if a, wait := begin(key("p")); wait != 0 || !cmp.Equal(a.Counts, []int{limit.Max}) {
+		t.Errorf("after one attempt in flight succeeded: counts %v, wait %v; want [%d], 0", a.Counts, wait, limit.Max)
+	}
+	// Forgotten attempts never count.
+	for i := range limit.Max + 2 {
+		a, wait := begin(key("ok"))
+		if wait != 0 || !cmp.Equal(a.Counts, []int{1}) {
+			t.Fatalf("attempt %d after forgotten ones: counts %v, wait %v; want [1], 0", i, a.Counts, wait)
+		}
+		settle(s.ForgetLogin, a)
+	}
+	// An attempt refused under one key is recorded under none.
+	if _, wait := begin(key("fresh"), key("k")); wait <= 0 {
+		t.Errorf("attempt under a fresh and a full key: wait %v, want > 0", wait)
+	}
+	if a, _ := begin(key("fresh")); !cmp.Equal(a.Counts, []int{1}) {
+		t.Errorf("after a refused attempt: counts %v, want [1]", a.Counts)
+	}
+	// Scopes are counted apart.
+	if a, wait := begin(postgres.LoginKey{Limit: account.LoginLimit{Scope: "else", Max: 3, Window: time.Minute}, Key: "k"}); wait != 0 || !cmp.Equal(a.Counts, []int{1}) {
+		t.Errorf("other scope: counts %v, wait %v; want [1], 0", a.Counts, wait)
 	}
 	// A key Postgres could not store as text is still a key.
-	if _, err := s.RecordLoginFailure(ctx, limit, "nul\x00byte"); err != nil {
-		t.Errorf("RecordLoginFailure(NUL key): %v", err)
+	if _, wait := begin(key("nul\x00byte")); wait != 0 {
+		t.Errorf("NUL key: wait %v, want 0", wait)
 	}
 
-	n, err := s.PruneLoginFailures(ctx, 0)
-	if err != nil || n != int64(limit.Max)+1 {
-		t.Errorf("PruneLoginFailures(0) = %d, %v; want %d", n, err, limit.Max+1)
+	// Attempts left pending for long (their instance died) are taken for failures.
+	long := account.LoginLimit{Scope: "long", Max: 2, Window: time.Hour}
+	for range long.Max {
+		begin(postgres.LoginKey{Limit: long, Key: "k"})
 	}
-	if d := retry("k"); d != 0 {
-		t.Errorf("after pruning: LoginRetryAfter = %v, want 0", d)
+	if _, err := pool.Exec(ctx, `UPDATE login_failures SET failed_at = failed_at - interval '5 minutes' WHERE scope = 'long'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, wait := begin(postgres.LoginKey{Limit: long, Key: "k"}); wait <= time.Second || wait > long.Window {
+		t.Errorf("with stale attempts filling the limit: wait %v, want the failures' wait, within (1s, %v]", wait, long.Window)
+	}
+
+	// k's 3, p's 3, fresh's 1, else's 1, the NUL key's 1, long's 2.
+	n, err := s.PruneLoginFailures(ctx, 0)
+	if err != nil || n != 11 {
+		t.Errorf("PruneLoginFailures(0) = %d, %v; want 11", n, err)
+	}
+	if _, wait := begin(key("k")); wait != 0 {
+		t.Errorf("after pruning: wait %v, want 0", wait)
+	}
+}
+
+// TestLoginThrottleConcurrent begins many attempts under one key at once, as a burst of wrong
+// passwords would: exactly the limit's worth get through.
+func TestLoginThrottleConcurrent(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	limit := account.LoginLimit{Scope: "test", Max: 5, Window: time.Minute}
+	const n = 30
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		through atomic.Int32
+	)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			// Each attempt is also counted under a key of its own, so that locks on two keys are
+			// taken in every order.
+			keys := []postgres.LoginKey{{Limit: limit, Key: "shared"}, {Limit: limit, Key: fmt.Sprint(i)}}
+			if i%2 == 1 {
+				keys[0], keys[1] = keys[1], keys[0]
+			}
+			_, wait, err := s.BeginLogin(t.Context(), keys)
+			if err != nil {
+				t.Errorf("BeginLogin %d: %v", i, err)
+				return
+			}
+			if wait == 0 {
+				through.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := through.Load(); got != int32(limit.Max) {
+		t.Errorf("%d of %d concurrent attempts got through, want %d", got, n, limit.Max)
 	}
 }
 
@@ -452,5 +540,166 @@ func TestSigningKeys(t *testing.T) {
 	}
 	if ok, err := s.EnsureSigningKey(ctx, func() (account.SigningKey, error) { return newKey(t), nil }); ok || err != nil {
 		t.Errorf("EnsureSigningKey with a current key = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func mustAdmin(t *testing.T, s *postgres.Store, email string) account.User {
+	t.Helper()
+	nu := newUser(email)
+	nu.Roles = []string{events.RoleAdmin}
+	u, err := s.CreateUser(t.Context(), nu)
+	if err != nil {
+		t.Fatalf("CreateUser(%q): %v", email, err)
+	}
+	return u
+}
+
+func TestLastAdmin(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := t.Context()
+	admin := mustAdmin(t, s, "admin@example.com")
+	plain := mustCreate(t, s, "plain@example.com")
+	retired := mustAdmin(t, s, "retired@example.com")
+	if _, err := s.SetStatus(ctx, retired.ID, events.StatusDisabled); err != nil {
+		t.Fatalf("disable the second admin: %v", err)
+	}
+	// A disabled admin does not count: admin is now the only active one.
+	setRoles := func(roles ...string) func(uuid.UUID) error {
+		return func(id uuid.UUID) error { _, err := s.SetRoles(ctx, id, roles); return err }
+	}
+	setStatus := func(status string) func(uuid.UUID) error {
+		return func(id uuid.UUID) error { _, err := s.SetStatus(ctx, id, status); return err }
+	}
+	tests := []struct {
+		name   string
+		id     uuid.UUID
+		change func(uuid.UUID) error
+		want   error
+	}{
+		{"demote the last active admin", admin.ID, setRoles(), account.ErrLastAdmin},
+		{"demote to moderator", admin.ID, setRoles(events.RoleModerator), account.ErrLastAdmin},
+		{"disable the last active admin", admin.ID, setStatus(events.StatusDisabled), account.ErrLastAdmin},
+		{"keep the admin role", admin.ID, setRoles(events.RoleModerator, events.RoleAdmin), nil},
+		{"activate the active admin", admin.ID, setStatus(events.StatusActive), nil},
+		{"change a user who is no admin", plain.ID, setRoles(events.RoleModerator), nil},
+		{"disable a user who is no admin", plain.ID, setStatus(events.StatusDisabled), nil},
+		{"demote a disabled admin", retired.ID, setRoles(), nil},
+	}
+	for _, tt := range tests {
+		before, err := s.User(ctx, tt.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := outboxCount(t, pool)
+		err = tt.change(tt.id)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: error %v, want %v", tt.name, err, tt.want)
+		}
+		if tt.want == nil {
+			continue
+		}
+		after, err := s.User(ctx, tt.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(before, after); diff != "" {
+			t.Errorf("%s: the refused change changed the user (-before +after):\n%s", tt.name, diff)
+		}
+		if got := outboxCount(t, pool); got != n {
+			t.Errorf("%s: the refused change wrote %d events", tt.name, got-n)
+		}
+	}
+
+	// With a second active admin, either may go, but not both.
+	second := mustCreate(t, s, "second@example.com")
+	if _, err := s.GrantRole(ctx, second.ID, events.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetStatus(ctx, admin.ID, events.StatusDisabled); err != nil {
+		t.Errorf("disable an admin while another is active: %v", err)
+	}
+	if _, err := s.SetRoles(ctx, second.ID, nil); !errors.Is(err, account.ErrLastAdmin) {
+		t.Errorf("demote the admin left: error %v, want ErrLastAdmin", err)
+	}
+	// Re-activating a disabled admin brings one back, and then the other may go.
+	if _, err := s.SetStatus(ctx, admin.ID, events.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRoles(ctx, second.ID, nil); err != nil {
+		t.Errorf("demote one of two active admins: %v", err)
+	}
+}
+
+// TestLastAdminConcurrent has two admins take each other's admin role (or status) at the same
+// time, round after round: exactly one change may succeed each time, or no admin would be left.
+func TestLastAdminConcurrent(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := t.Context()
+	a := mustAdmin(t, s, "a@example.com")
+	b := mustAdmin(t, s, "b@example.com")
+	restore := func(id uuid.UUID) {
+		t.Helper()
+		if _, err := s.SetStatus(ctx, id, events.StatusActive); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GrantRole(ctx, id, events.RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each round, each admin removes the other: by role, by status, or one of each.
+	removals := []func(uuid.UUID) error{
+		func(id uuid.UUID) error { _, err := s.SetRoles(ctx, id, []string{events.RoleModerator}); return err },
+		func(id uuid.UUID) error { _, err := s.SetStatus(ctx, id, events.StatusDisabled); return err },
+	}
+	const rounds = 10
+	for round := range rounds {
+		restore(a.ID)
+		restore(b.ID)
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			errs  [2]error
+		)
+		for i, target := range []uuid.UUID{b.ID, a.ID} {
+			remove := removals[(round+i)%len(removals)]
+			if round%3 == 2 {
+				target = []uuid.UUID{a.ID, b.ID}[i] // each admin removes themself
+			}
+			wg.Go(func() {
+				<-start
+				errs[i] = remove(target)
+			})
+		}
+		close(start)
+		wg.Wait()
+		var ok, refused int
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, account.ErrLastAdmin):
+				refused++
+			default:
+				t.Fatalf("round %d: unexpected error %v", round, err)
+			}
+		}
+		if ok != 1 || refused != 1 {
+			t.Fatalf("round %d: %d changes succeeded and %d were refused, want 1 and 1", round, ok, refused)
+		}
+		left := 0
+		for _, id := range []uuid.UUID{a.ID, b.ID} {
+			u, err := s.User(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.ActiveAdmin() {
+				left++
+			}
+		}
+		if left != 1 {
+			t.Fatalf("round %d: %d active admins left, want 1", round, left)
+		}
 	}
 }

@@ -176,7 +176,8 @@ func (s *Store) ListUsers(ctx context.Context, after Cursor, limit int) ([]accou
 
 // SetRoles replaces the roles of user id (normalised: "user" is always kept), increments its
 // version and records a user.role_changed event, all in one transaction. It returns
-// account.ErrNotFound for an unknown user. Roles must be known (events.ValidRole).
+// account.ErrNotFound for an unknown user, and account.ErrLastAdmin, changing nothing, when it
+// would take the admin role from the last active admin. Roles must be known (events.ValidRole).
 func (s *Store) SetRoles(ctx context.Context, id uuid.UUID, roles []string) (account.User, error) {
 	return s.change(ctx, id, events.UserRoleChanged, func(u *account.User) bool {
 		u.Roles = events.NormalizeRoles(roles)
@@ -186,7 +187,8 @@ func (s *Store) SetRoles(ctx context.Context, id uuid.UUID, roles []string) (acc
 
 // SetStatus sets the status of user id, increments its version and records a
 // user.status_changed event, all in one transaction. It returns account.ErrNotFound for an unknown
-// user. The status must be known (events.ValidStatus).
+// user, and account.ErrLastAdmin, changing nothing, when it would disable the last active admin.
+// The status must be known (events.ValidStatus).
 func (s *Store) SetStatus(ctx context.Context, id uuid.UUID, status string) (account.User, error) {
 	return s.change(ctx, id, events.UserStatusChanged, func(u *account.User) bool {
 		u.Status = status
@@ -206,32 +208,59 @@ func (s *Store) GrantRole(ctx context.Context, id uuid.UUID, role string) (accou
 	})
 }
 
+// lockAdmins serialises the changes that take an active admin away, between instances: each
+// counts the admins left only once the previous one has committed, so two admins demoting each
+// other at once cannot both succeed. The two-key form cannot collide with the one-bigint locks of
+// the shared libraries.
+const lockAdmins = `SELECT pg_advisory_xact_lock(hashtext('account'), hashtext('active_admins'))`
+
 // change locks user id, lets mutate change its roles or status, and when mutate reports a change,
 // stores it with the next version and records an event of type t, in one transaction. Locking
 // the row first makes the versions of one user strictly sequential.
+//
+// A change that makes an active admin anything else also takes lockAdmins, and is refused with
+// account.ErrLastAdmin when no other active admin would remain. The lock is taken after the row
+// lock and its holder waits for nothing else, so the two cannot deadlock. The transaction is READ
+// COMMITTED whatever the server's default, so that the count, a statement started after the lock
+// was granted, sees every change committed before it.
 func (s *Store) change(ctx context.Context, id uuid.UUID, t events.Type, mutate func(*account.User) bool) (account.User, error) {
 	const (
 		lock   = `SELECT ` + userColumns + ` FROM users WHERE id = $1 FOR UPDATE`
+		others = `SELECT EXISTS (SELECT 1 FROM users
+			WHERE id <> $1 AND status = 'active' AND 'admin' = ANY (roles))`
 		update = `UPDATE users
 			SET roles = $2, status = $3, version = version + 1, updated_at = greatest(clock_timestamp(), updated_at)
 			WHERE id = $1
 			RETURNING ` + userColumns
 	)
 	var u account.User
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
 		var err error
 		if u, err = queryUser(ctx, tx, lock, id); err != nil {
 			return err
 		}
+		wasAdmin := u.ActiveAdmin()
 		if !mutate(&u) {
 			return nil
+		}
+		if wasAdmin && !u.ActiveAdmin() {
+			if _, err := tx.Exec(ctx, lockAdmins); err != nil {
+				return err
+			}
+			var ok bool
+			if err := tx.QueryRow(ctx, others, id).Scan(&ok); err != nil {
+				return err
+			}
+			if !ok {
+				return account.ErrLastAdmin
+			}
 		}
 		if u, err = queryUser(ctx, tx, update, id, u.Roles, u.Status); err != nil {
 			return err
 		}
 		return addEvent(ctx, tx, t, u)
 	})
-	if errors.Is(err, account.ErrNotFound) {
+	if errors.Is(err, account.ErrNotFound) || errors.Is(err, account.ErrLastAdmin) {
 		return account.User{}, err
 	}
 	if err != nil {

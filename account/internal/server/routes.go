@@ -12,7 +12,7 @@ func addRoutes(mux *http.ServeMux, cfg Config, requireUser func(http.Handler) ht
 	log, store := cfg.Log, cfg.Store
 
 	mux.Handle("POST /v1/users", handleRegister(log, store, cfg.Hasher))
-	mux.Handle("POST /v1/tokens", handleLogin(log, store, cfg.Hasher, cfg.Signer, logins))
+	mux.Handle("POST /v1/tokens", handleLogin(log, store, cfg.Hasher, cfg.Signer, cfg.TrustedProxies, logins))
 
 	mux.Handle("GET /v1/users/me", requireUser(handleMe(log, store)))
 	mux.Handle("GET /v1/users/{id}", requireUser(handleGetUser(log, store)))
@@ -21,5 +21,5 @@ func addRoutes(mux *http.ServeMux, cfg Config, requireUser func(http.Handler) ht
 	mux.Handle("PUT /v1/users/{id}/status", requireUser(requireAdmin(handleSetStatus(log, store))))
 
 	mux.Handle("GET /.well-known/jwks.json", handleJWKS(cfg.Keys))
-	mux.Handle("GET /.well-known/openid-configuration", handleOpenIDConfiguration(cfg.Signer.Issuer))
+	mux.Handle("GET /.well-known/openid-configuration", handleOpenIDConfiguration(cfg.Signer.Issuer, cfg.PublicURL))
 }

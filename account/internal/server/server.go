@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/authmesh/account/internal/account"
@@ -29,6 +30,12 @@ type Config struct {
 	Signer *token.Signer
 	// Metrics, when set, receives the login metrics.
 	Metrics prometheus.Registerer
+	// PublicURL is the base of the URLs in openid-configuration (no trailing slash): the
+	// configured one, never the request's Host.
+	PublicURL string
+	// TrustedProxies are the proxies whose X-Forwarded-For gives the client's address to login
+	// throttling; with none, the header is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // New returns a mux serving the API. Account's own endpoints verify tokens with the keys of
@@ -41,8 +48,12 @@ func New(cfg Config) *http.ServeMux {
 		Name: "account_logins_total",
 		Help: "Login attempts by result: success, invalid_credentials, rate_limited, error.",
 	}, []string{"result"})
+	hashes := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "account_password_hashes_total",
+		Help: "Password hashes computed, by registrations and logins alike.",
+	}, func() float64 { return float64(cfg.Hasher.Runs()) })
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(logins)
+		cfg.Metrics.MustRegister(logins, hashes)
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, cfg, authn.Require, logins)
@@ -79,6 +90,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		p = web.NotFound("no such user")
 	case errors.Is(err, account.ErrEmailTaken):
 		p = web.NewProblem(http.StatusConflict, web.CodeEmailTaken, "a user with this email exists")
+	case errors.Is(err, account.ErrLastAdmin):
+		p = web.NewProblem(http.StatusConflict, web.CodeLastAdmin, "this would leave no active admin; make another user an admin first")
 	case errors.Is(err, password.ErrBusy):
 		log.WarnContext(ctx, "password hashing saturated", "path", r.URL.Path)
 		p = web.Unavailable("the service is busy; retry shortly", retryAfter)

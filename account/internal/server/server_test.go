@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -27,6 +28,7 @@ func TestWriteError(t *testing.T) {
 	}{
 		{"not found", fmt.Errorf("get: %w", account.ErrNotFound), 404, "not_found", ""},
 		{"email taken", account.ErrEmailTaken, 409, "email_taken", ""},
+		{"last admin", fmt.Errorf("change: %w", account.ErrLastAdmin), 409, "last_admin", ""},
 		{"hashing busy", password.ErrBusy, 503, "unavailable", "2"},
 		{"database down", fmt.Errorf("x: %w: boom", account.ErrUnavailable), 503, "unavailable", "2"},
 		{"anything else", errors.New("pq: relation users does not exist"), 500, "internal", ""},
@@ -58,7 +60,8 @@ func TestWriteError(t *testing.T) {
 
 func TestClientAddress(t *testing.T) {
 	t.Parallel()
-	tests := map[string]string{
+	// Without trusted proxies the connection's address is the client's, whatever the header says.
+	keys := map[string]string{
 		"192.0.2.1:5555":               "192.0.2.1",
 		"[::ffff:192.0.2.1]:5555":      "192.0.2.1",
 		"[2001:db8:1:2:3:4:5:6]:443":   "2001:db8:1:2::/64",
@@ -69,12 +72,54 @@ func TestClientAddress(t *testing.T) {
 		"[2001:db8:1:3::1]:80":         "2001:db8:1:3::/64",
 		"[2001:db8:1:2:aaaa::bbbb]:80": "2001:db8:1:2::/64",
 	}
-	for remote, want := range tests {
+	for remote, want := range keys {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.RemoteAddr = remote
 		r.Header.Set("X-Forwarded-For", "203.0.113.9")
-		if got := clientAddress(r); got != want {
+		if got := clientAddress(r, nil); got != want {
 			t.Errorf("clientAddress(%q) = %q, want %q", remote, got, want)
 		}
+	}
+}
+
+func TestClientAddressBehindProxies(t *testing.T) {
+	t.Parallel()
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:ff::/48")}
+	tests := []struct {
+		name   string
+		remote string
+		xff    []string // one value per header line
+		want   string
+	}{
+		{"untrusted connection: header ignored", "192.0.2.1:80", []string{"203.0.113.9"}, "192.0.2.1"},
+		{"trusted proxy, one hop", "10.0.0.1:80", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"trusted proxy, no header", "10.0.0.1:80", nil, "10.0.0.1"},
+		{"spoofed entries left of the client are ignored", "10.0.0.1:80", []string{"198.51.100.1, 198.51.100.2, 203.0.113.9"}, "203.0.113.9"},
+		{"chain of trusted proxies", "10.0.0.1:80", []string{"198.51.100.1, 203.0.113.9, 10.1.1.1, 10.2.2.2"}, "203.0.113.9"},
+		{"several header lines, in order", "10.0.0.1:80", []string{"198.51.100.1", "203.0.113.9, 10.1.1.1"}, "203.0.113.9"},
+		{"all trusted: the leftmost", "10.0.0.1:80", []string{"10.9.9.9, 10.1.1.1"}, "10.9.9.9"},
+		{"malformed entry on the way", "10.0.0.1:80", []string{"203.0.113.9, bogus"}, "10.0.0.1"},
+		{"empty entry on the way", "10.0.0.1:80", []string{"203.0.113.9, "}, "10.0.0.1"},
+		{"malformed entry left of the client is never read", "10.0.0.1:80", []string{"bogus, 203.0.113.9"}, "203.0.113.9"},
+		{"entry with a port", "10.0.0.1:80", []string{"203.0.113.9:4711"}, "203.0.113.9"},
+		{"IPv6 client by its /64", "10.0.0.1:80", []string{"2001:db8:1:2::99"}, "2001:db8:1:2::/64"},
+		{"bracketed IPv6 with a port", "10.0.0.1:80", []string{"[2001:db8:1:2::99]:443"}, "2001:db8:1:2::/64"},
+		{"IPv4-mapped client", "10.0.0.1:80", []string{"::ffff:203.0.113.9"}, "203.0.113.9"},
+		{"IPv4-mapped proxy connection", "[::ffff:10.0.0.1]:80", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"IPv6 trusted proxy", "[2001:db8:ff::1]:80", []string{"203.0.113.9, 2001:db8:ff:1::2"}, "203.0.113.9"},
+		{"IPv6 outside the trusted prefix", "[2001:db8:fe::1]:80", []string{"203.0.113.9"}, "2001:db8:fe::/64"},
+		{"trusted proxy with a zone", "[2001:db8:ff::1%eth0]:80", []string{"203.0.113.9"}, "203.0.113.9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tt.remote
+			for _, v := range tt.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := clientAddress(r, trusted); got != tt.want {
+				t.Errorf("clientAddress(%s, X-Forwarded-For %q) = %q, want %q", tt.remote, tt.xff, got, tt.want)
+			}
+		})
 	}
 }

@@ -156,7 +156,7 @@ func (r rolesRequest) Valid() []web.FieldError {
 }
 
 // handleSetRoles replaces a user's roles ("user" is always kept): 200 with the user at its new
-// version.
+// version, 409 last_admin when it would take the role from the last active admin.
 func handleSetRoles(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r)
@@ -193,7 +193,8 @@ func (r statusRequest) Valid() []web.FieldError {
 	return nil
 }
 
-// handleSetStatus activates or disables a user: 200 with the user at its new version.
+// handleSetStatus activates or disables a user: 200 with the user at its new version, 409
+// last_admin when it would disable the last active admin.
 func handleSetStatus(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r)

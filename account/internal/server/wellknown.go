@@ -23,8 +23,10 @@ func handleJWKS(keys *token.Keys) http.Handler {
 }
 
 // handleOpenIDConfiguration serves the discovery document (OpenID Connect Discovery 1.0, RFC
-// 8414), with URLs on the host the client used.
-func handleOpenIDConfiguration(issuer string) http.Handler {
+// 8414), with URLs under base, the configured public URL. They never come from the request (Host,
+// X-Forwarded-Host or -Proto): anyone can send those, and a cache between would then hand every
+// client a jwks_uri of the sender's choosing.
+func handleOpenIDConfiguration(issuer, base string) http.Handler {
 	type response struct {
 		Issuer                           string   `json:"issuer"`
 		JWKSURI                          string   `json:"jwks_uri"`
@@ -37,7 +39,6 @@ func handleOpenIDConfiguration(issuer string) http.Handler {
 		ClaimsSupported                  []string `json:"claims_supported"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		base := baseURL(r)
 		w.Header().Set("Cache-Control", jwksMaxAge)
 		web.Encode(w, http.StatusOK, response{
 			Issuer:                           issuer,
@@ -51,19 +52,4 @@ func handleOpenIDConfiguration(issuer string) http.Handler {
 			ClaimsSupported:                  []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti", "roles", "ver"},
 		})
 	})
-}
-
-// baseURL is the scheme and host the client reached this server at. The server itself speaks
-// plain HTTP; behind a TLS-terminating proxy, X-Forwarded-Proto: https is honoured for the scheme
-// only (it cannot redirect anyone: the host stays the one the client sent).
-func baseURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
-		scheme = "https"
-	}
-	host := r.Host
-	if host == "" {
-		host = "localhost"
-	}
-	return scheme + "://" + host
 }
