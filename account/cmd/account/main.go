@@ -6,6 +6,7 @@
 //
 //	account [serve]                          serve the HTTP API (the default)
 //	account keys rotate                      add a new signing key and make it current
+//	account keys reseal                      seal every signing key again with the first secret
 //	account outbox status                    print pending and published outbox counts
 //	account outbox republish [--since TIME]  publish kept events again
 //
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/authmesh/account/internal/account"
+	"github.com/authmesh/account/internal/seal"
 	"github.com/authmesh/events/service"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -48,8 +50,11 @@ const usage = `usage: account [command]
 
 commands:
   serve                              serve the HTTP API (the default when no command is given)
-  keys rotate                        add a new signing key and make it current; the previous public
-                                     key stays published until every token it signed has expired
+  keys rotate                        add a new signing key and make it current once published; the
+                                     previous public key stays published until every token it signed
+                                     has expired
+  keys reseal                        seal every signing key again with the first of
+                                     SIGNING_KEY_SECRETS, after a new secret was put first
   outbox status                      print pending and published outbox events and the age of the
                                      oldest pending one
   outbox republish [--since RFC3339] publish kept events again with their original Nats-Msg-Id,
@@ -57,7 +62,9 @@ commands:
 
 environment:
   HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL, TOKEN_TTL (15m), TOKEN_ISSUER (account),
-  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither)
+  BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD (both or neither),
+  SIGNING_KEY_SECRETS (required: comma-separated secrets of at least 32 characters; the first
+  seals the signing keys, every one opens them)
 `
 
 // command is a subcommand: it runs with its own arguments and prints its output to stdout.
@@ -66,6 +73,7 @@ type command func(ctx context.Context, cfg config, log *slog.Logger, args []stri
 var commands = map[string]command{
 	"serve":            serve,
 	"keys rotate":      rotateKeys,
+	"keys reseal":      resealKeys,
 	"outbox status":    outboxStatus,
 	"outbox republish": outboxRepublish,
 }
@@ -148,6 +156,7 @@ type config struct {
 	TokenIssuer   string        // TOKEN_ISSUER
 	AdminEmail    string        // BOOTSTRAP_ADMIN_EMAIL
 	AdminPassword string        // BOOTSTRAP_ADMIN_PASSWORD; never logged
+	Sealer        *seal.Sealer  // of SIGNING_KEY_SECRETS, which are never logged
 }
 
 // Defaults of account's own settings.
@@ -157,7 +166,7 @@ const (
 )
 
 // loadConfig reads the configuration through getenv, naming every invalid setting at once. It
-// never quotes the admin password.
+// never quotes the admin password or a secret.
 func loadConfig(getenv func(string) string) (config, error) {
 	base, err := service.LoadConfig(getenv, service.Config{
 		Name:        "account",
@@ -197,6 +206,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 			problems = append(problems, "BOOTSTRAP_ADMIN_PASSWORD "+msg)
 		}
 	}
+	if v := getenv("SIGNING_KEY_SECRETS"); strings.TrimSpace(v) == "" {
+		problems = append(problems, fmt.Sprintf("SIGNING_KEY_SECRETS is not set: account seals its signing keys with it; "+
+			"set one or more comma-separated secrets of at least %d characters", seal.MinSecret))
+	} else if cfg.Sealer, err = seal.Parse(v); err != nil {
+		problems = append(problems, "SIGNING_KEY_SECRETS: "+err.Error())
+	}
 	if len(problems) > 0 {
 		return config{}, fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
 	}
@@ -213,6 +228,7 @@ func (c config) logAttrs() []any {
 		"token_ttl", c.TokenTTL.String(),
 		"token_issuer", c.TokenIssuer,
 		"bootstrap_admin", c.AdminEmail,
+		"signing_key_secrets", c.Sealer.Len(),
 	}
 }
 

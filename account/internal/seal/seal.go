@@ -73,8 +73,13 @@ func Parse(list string) (*Sealer, error) {
 	return New(secrets)
 }
 
-// Len is the number of secrets.
-func (s *Sealer) Len() int { return len(s.aeads) }
+// Len is the number of secrets; 0 for a nil Sealer.
+func (s *Sealer) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.aeads)
+}
 
 // Seal encrypts and authenticates plaintext, bound to label, with the first secret.
 func (s *Sealer) Seal(plaintext []byte, label string) []byte {
