@@ -160,17 +160,17 @@ func bootstrapAdmin(ctx context.Context, users *postgres.Store, keys *postgres.K
 func bootstrapOnce(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore, hasher *password.Hasher, email, pw string, log *slog.Logger) (bool, error) {
 	u, hash, err := users.Credentials(ctx, email)
 	if errors.Is(err, account.ErrNotFound) {
-		hash, err := hasher.Hash(ctx, pw)
+		h, err := hasher.Hash(ctx, pw)
 		if err != nil {
 			return false, err
 		}
 		u, err = users.CreateUser(ctx, postgres.NewUser{
 			Email:        email,
 			DisplayName:  "Administrator",
-			PasswordHash: hash,
+			PasswordHash: h,
 			Roles:        []string{events.RoleAdmin},
 		})
-		if errors.Is(err, account.ErrEmailTaken) {
+		if errors.Is(err, account.ErrEmailTaken) { // another instance created it just now: look again
 			return false, nil
 		}
 		if err != nil {

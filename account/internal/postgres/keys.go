@@ -62,7 +62,8 @@ type keyRow struct {
 // ErrUnsealed is returned for a key that no secret of the sealer opens as the key of its row.
 var ErrUnsealed = errors.New("signing key does not open")
 
-// open unseals the seed of r, checking that it is the private half of the row's public key.
+// open unseals the seed of the row kid, checking that it is the private half of the row's public
+// key, and returns the key and the index of the secret that opened it.
 func (s *KeyStore) open(kid string, sealed, public []byte) (ed25519.PrivateKey, int, error) {
 	if sealed == nil {
 		return nil, 0, fmt.Errorf("%w: signing key %s is not sealed yet", ErrUnsealed, kid)

@@ -54,7 +54,7 @@ func newKey(t *testing.T) account.SigningKey {
 	return account.SigningKey{ID: fmt.Sprintf("kid-%x", pub[:8]), Private: priv}
 }
 
-// state is a key's kid and state, as a test compares them.
+// states are the kid and state of each key, as a test compares them.
 func states(keys []account.SigningKey) []string {
 	var out []string
 	for _, k := range keys {
@@ -201,16 +201,21 @@ func TestSigningKeysSealedAtRest(t *testing.T) {
 	t.Parallel()
 	s, pool := newKeyStore(t)
 	ctx := t.Context()
-	if _, err := s.EnsureSigningKey(ctx, func() (account.SigningKey, error) { return newKey(t), nil }); err != nil {
+	current := newKey(t)
+	if _, err := s.EnsureSigningKey(ctx, func() (account.SigningKey, error) { return current, nil }); err != nil {
 		t.Fatal(err)
+	}
+	if ok, err := s.PromoteSigningKey(ctx, current.ID); !ok || err != nil {
+		t.Fatalf("PromoteSigningKey = %v, %v", ok, err)
 	}
 	other := newKey(t)
 	if err := s.AddSigningKey(ctx, other); err != nil {
 		t.Fatal(err)
 	}
 	keys := mustKeys(t, s, time.Hour)
+	wantStates(t, "stored", keys, other.ID+" pending", current.ID+" current")
 	if len(keys) != 2 {
-		t.Fatalf("%d keys, want 2", len(keys))
+		t.FailNow()
 	}
 	raw := rawRows(t, pool)
 	for _, k := range keys {
