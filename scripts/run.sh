@@ -6,6 +6,8 @@
 #   PG_URL     server to create the databases on  (postgres://postgres@127.0.0.1:5432)
 #   NATS_URL   NATS with JetStream                (nats://127.0.0.1:4222)
 #   ADMIN_EMAIL / ADMIN_PASSWORD   the bootstrap admin (admin@example.com / admin-password)
+#   SIGNING_KEY_SECRETS            seals account's signing keys (a development default; set a real
+#                                  secret of at least 32 characters anywhere else)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,7 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 ADMIN_EMAIL=${ADMIN_EMAIL:-admin@example.com}
 ADMIN_PASSWORD=${ADMIN_PASSWORD:-admin-password}
+SIGNING_KEY_SECRETS=${SIGNING_KEY_SECRETS:-development-only-signing-key-secret-change-me}
 LOGS=tmp/logs
 mkdir -p "$LOGS"
 
@@ -44,6 +47,7 @@ start() { # name port
       DATABASE_URL="$PG_URL/$name?sslmode=disable" \
       NATS_URL="$NATS_URL" \
       BOOTSTRAP_ADMIN_EMAIL="$ADMIN_EMAIL" BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+      SIGNING_KEY_SECRETS="$SIGNING_KEY_SECRETS" \
       "bin/$name" >"$LOGS/$name.log" 2>&1 &
   pids+=($!)
 }

@@ -25,6 +25,10 @@ import (
 	"time"
 )
 
+// DevSigningKeySecret is account's SIGNING_KEY_SECRETS in a stack, as in `make run` and
+// docker-compose: a development secret.
+const DevSigningKeySecret = "development-only-signing-key-secret-change-me"
+
 // Services lists the binaries in start order: account publishes the keys the others wait for.
 var Services = []string{"account", "blog", "shop"}
 
@@ -54,7 +58,7 @@ type Stack struct {
 	// URL is the base URL of each service, e.g. URL["blog"] = "http://127.0.0.1:41234".
 	URL map[string]string
 	// Env is each service's environment on top of the test process's own: HTTP_ADDR,
-	// DATABASE_URL, NATS_URL, LOG_LEVEL (and account's bootstrap admin).
+	// DATABASE_URL, NATS_URL, LOG_LEVEL (and account's bootstrap admin and SIGNING_KEY_SECRETS).
 	Env map[string][]string
 	// NATS is the private NATS server the services use.
 	NATS *NATS
@@ -136,7 +140,8 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 		if name == "account" {
 			s.Env[name] = append(s.Env[name],
-				"BOOTSTRAP_ADMIN_EMAIL="+opts.AdminEmail, "BOOTSTRAP_ADMIN_PASSWORD="+opts.AdminPassword)
+				"BOOTSTRAP_ADMIN_EMAIL="+opts.AdminEmail, "BOOTSTRAP_ADMIN_PASSWORD="+opts.AdminPassword,
+				"SIGNING_KEY_SECRETS="+DevSigningKeySecret)
 		}
 		s.Env[name] = append(s.Env[name], opts.Env...)
 		s.logs[name] = &buffer{}

@@ -921,22 +921,118 @@ func TestBootstrapAdminIdempotent(t *testing.T) {
 	}
 }
 
-func TestBootstrapPromotesExistingUser(t *testing.T) {
+// publishedSets returns the key sets that verifiers see: account's JWKS endpoint and the bucket.
+func publishedSets(t *testing.T, a *app, ns *natstest.Server) map[string]*auth.KeySet {
+	t.Helper()
+	r := a.do(t, "GET", "/.well-known/jwks.json", "", nil)
+	want(t, "jwks", r, http.StatusOK, "")
+	endpoint, err := auth.NewKeySet(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := keyBucket(t, ns).Get(t.Context(), events.KeysKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := auth.NewKeySet(e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]*auth.KeySet{"jwks endpoint": endpoint, "bucket": bucket}
+}
+
+func TestBootstrapTakesOverSquatter(t *testing.T) {
 	t.Parallel()
-	env, _ := testEnv(t)
+	env, ns := testEnv(t)
 	plain := maps.Clone(env)
 	delete(plain, "BOOTSTRAP_ADMIN_EMAIL")
 	delete(plain, "BOOTSTRAP_ADMIN_PASSWORD")
 	first := startApp(t, plain)
-	first.register(t, "ROOT@example.com", "own-password", "Root")
+	squatter := first.register(t, "ROOT@example.com", "squatter-password", "Mallory")
+	squatterToken := first.login(t, "root@example.com", "squatter-password")
+	oldKid := segment(t, squatterToken, 0)["kid"].(string)
 	first.Stop()
 
 	second := startApp(t, env) // BOOTSTRAP_ADMIN_EMAIL is root@example.com
-	tok := second.login(t, "root@example.com", "own-password")
-	me := second.do(t, "GET", "/v1/users/me", tok, nil).json(t)
-	if !cmp.Equal([]any{"user", "admin"}, me["roles"]) || me["version"] != 2.0 || me["email"] != "ROOT@example.com" {
-		t.Errorf("after bootstrap: %v; want the existing user, admin at version 2, password kept", me)
+	r := second.do(t, "POST", "/v1/tokens", "", map[string]string{"email": "root@example.com", "password": "squatter-password"})
+	want(t, "the squatter's password", r, http.StatusUnauthorized, "invalid_credentials")
+	tok := second.login(t, adminEmail, adminPassword)
+	me := second.do(t, "GET", "/v1/users/me", tok, nil)
+	want(t, "me", me, http.StatusOK, "")
+	u := me.json(t)
+	if u["id"] != squatter["id"] || !cmp.Equal([]any{"user", "admin"}, u["roles"]) || u["status"] != "active" || u["version"] != 2.0 {
+		t.Errorf("after the bootstrap: %s; want user %v, an active admin at version 2", me.Body, squatter["id"])
 	}
+	// The squatter's token works nowhere: account refuses it, and no published key verifies it.
+	r = second.do(t, "GET", "/v1/users/me", squatterToken, nil)
+	want(t, "the squatter's token at account", r, http.StatusUnauthorized, "unauthenticated")
+	for where, set := range publishedSets(t, second, ns) {
+		if _, ok := set.Key(oldKid); ok {
+			t.Errorf("%s still publishes the key %s that signed the squatter's token", where, oldKid)
+		}
+		if _, err := (&auth.Verifier{Keys: set, Issuer: "account", Audience: "shop"}).Verify(squatterToken); err == nil {
+			t.Errorf("the squatter's token verifies with the keys of the %s", where)
+		}
+		if _, err := (&auth.Verifier{Keys: set, Issuer: "account", Audience: "shop"}).Verify(tok); err != nil {
+			t.Errorf("the admin's token does not verify with the keys of the %s: %v", where, err)
+		}
+	}
+	if !strings.Contains(second.Logs(), `"level":"WARN","msg":"bootstrap admin took over`) {
+		t.Errorf("the takeover is not logged at warn:\n%s", second.Logs())
+	}
+	// The change went through the outbox: user.created, then user.role_changed at version 2.
+	msgs := waitForEvents(t, ns.JetStream(t, natstest.Blog), 2)
+	if len(msgs) != 2 || msgs[1].subject != "users.role_changed."+squatter["id"].(string) {
+		t.Fatalf("stream: %d events, want the squatter's creation and the role change", len(msgs))
+	}
+	var e map[string]any
+	if err := json.Unmarshal(msgs[1].data, &e); err != nil {
+		t.Fatal(err)
+	}
+	if ev := e["user"].(map[string]any); ev["version"] != 2.0 || !cmp.Equal([]any{"user", "admin"}, ev["roles"]) || ev["status"] != "active" {
+		t.Errorf("role change event user = %v", ev)
+	}
+	second.Stop()
+
+	// Once more: nothing changes, the key in use stays.
+	third := startApp(t, env)
+	r = third.do(t, "GET", "/v1/users/me", tok, nil)
+	want(t, "the admin's token after another restart", r, http.StatusOK, "")
+	if diff := cmp.Diff(u, r.json(t)); diff != "" {
+		t.Errorf("the admin changed across an idempotent restart (-before +after):\n%s", diff)
+	}
+	if kid := segment(t, third.login(t, adminEmail, adminPassword), 0)["kid"]; kid != segment(t, tok, 0)["kid"] {
+		t.Errorf("signing key changed across an idempotent restart: %v, then %v", segment(t, tok, 0)["kid"], kid)
+	}
+	if strings.Contains(third.Logs(), "took over") {
+		t.Error("an idempotent restart took the account over again")
+	}
+}
+
+// TestBootstrapReactivatesAdmin: the bootstrap admin, disabled since, is active again after a
+// start, with no key revoked (the password and the role were already right).
+func TestBootstrapReactivatesAdmin(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	first := startApp(t, env)
+	admin := first.login(t, adminEmail, adminPassword)
+	other := first.register(t, "other@example.com", "other-password", "Other")
+	// Make another admin, who disables the bootstrap admin.
+	r := first.do(t, "PUT", "/v1/users/"+other["id"].(string)+"/roles", admin, map[string]any{"roles": []string{"admin"}})
+	want(t, "grant admin", r, http.StatusOK, "")
+	otherTok := first.login(t, "other@example.com", "other-password")
+	me := first.do(t, "GET", "/v1/users/me", admin, nil).json(t)
+	r = first.do(t, "PUT", "/v1/users/"+me["id"].(string)+"/status", otherTok, map[string]any{"status": "disabled"})
+	want(t, "disable the bootstrap admin", r, http.StatusOK, "")
+	first.Stop()
+
+	second := startApp(t, env)
+	tok := second.login(t, adminEmail, adminPassword)
+	got := second.do(t, "GET", "/v1/users/me", tok, nil).json(t)
+	if got["status"] != "active" || got["version"] != 3.0 {
+		t.Errorf("bootstrap admin after restart = %v, want active at version 3", got)
+	}
+	want(t, "another admin's token from before", second.do(t, "GET", "/v1/users/me", otherTok, nil), http.StatusOK, "")
 }
 
 func TestKeysRotate(t *testing.T) {
@@ -1000,5 +1096,49 @@ func TestOutboxStatus(t *testing.T) {
 	// Inside the duplicate window, the stream does not store it twice.
 	if msgs := waitForEvents(t, ns.JetStream(t, natstest.Blog), 1); len(msgs) != 1 {
 		t.Errorf("stream holds %d events after republish, want 1", len(msgs))
+	}
+}
+
+func TestKeysReseal(t *testing.T) {
+	t.Parallel()
+	env, _ := testEnv(t)
+	a := startApp(t, env)
+	tok := a.login(t, adminEmail, adminPassword)
+	a.Stop()
+	const newSecret = "a-new-secret-of-at-least-32-characters!"
+	runCmd := func(secrets string, args ...string) (string, error) {
+		e := maps.Clone(env)
+		e["SIGNING_KEY_SECRETS"] = secrets
+		var out bytes.Buffer
+		err := run(t.Context(), args, func(k string) string { return e[k] }, &out, io.Discard)
+		return out.String(), err
+	}
+
+	// Without the secret that sealed the keys, account does not start, and says why.
+	e := maps.Clone(env)
+	e["SIGNING_KEY_SECRETS"] = newSecret
+	e["HTTP_ADDR"] = "127.0.0.1:0"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // were it to serve, it would stop
+	defer cancel()
+	err := run(ctx, nil, func(k string) string { return e[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SIGNING_KEY_SECRETS") {
+		t.Fatalf("serve with another secret = %v, want an error naming SIGNING_KEY_SECRETS", err)
+	}
+	if _, err := runCmd(newSecret, "keys", "reseal"); err == nil {
+		t.Error("keys reseal without the old secret succeeded")
+	}
+
+	// Rotation: the new secret first, the old one second; reseal; then the new one alone.
+	out, err := runCmd(newSecret+","+testSecret, "keys", "reseal")
+	if err != nil || !strings.Contains(out, "resealed 1 signing keys") {
+		t.Fatalf("keys reseal = %q, %v; want one key resealed", out, err)
+	}
+	e = maps.Clone(env)
+	e["SIGNING_KEY_SECRETS"] = newSecret
+	b := startApp(t, e)
+	want(t, "a token from before the rotation of secrets", b.do(t, "GET", "/v1/users/me", tok, nil), http.StatusOK, "")
+	b.Stop()
+	if _, err := runCmd(testSecret, "keys", "reseal"); err == nil {
+		t.Error("keys reseal with the removed secret alone succeeded")
 	}
 }

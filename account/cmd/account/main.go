@@ -6,6 +6,7 @@
 //
 //	account [serve]                          serve the HTTP API (the default)
 //	account keys rotate                      add a new signing key and make it current
+//	account keys reseal                      seal every signing key again with the first secret
 //	account outbox status                    print pending and published outbox counts
 //	account outbox republish [--since TIME]  publish kept events again
 //
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/authmesh/account/internal/account"
+	"github.com/authmesh/account/internal/seal"
 	"github.com/authmesh/events/service"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -49,8 +51,11 @@ const usage = `usage: account [command]
 
 commands:
   serve                              serve the HTTP API (the default when no command is given)
-  keys rotate                        add a new signing key and make it current; the previous public
-                                     key stays published until every token it signed has expired
+  keys rotate                        add a new signing key and make it current once published; the
+                                     previous public key stays published until every token it signed
+                                     has expired
+  keys reseal                        seal every signing key again with the first of
+                                     SIGNING_KEY_SECRETS, after a new secret was put first
   outbox status                      print pending and published outbox events and the age of the
                                      oldest pending one
   outbox republish [--since RFC3339] publish kept events again with their original Nats-Msg-Id,
@@ -62,6 +67,8 @@ environment:
   PUBLIC_URL (http:// + HTTP_ADDR)   the base of the URLs in openid-configuration
   TRUSTED_PROXIES (none)             comma-separated CIDRs of the proxies whose X-Forwarded-For
                                      names the client to login throttling
+  SIGNING_KEY_SECRETS (required: comma-separated secrets of at least 32 characters; the first
+  seals the signing keys, every one opens them)
 `
 
 // command is a subcommand: it runs with its own arguments and prints its output to stdout.
@@ -70,6 +77,7 @@ type command func(ctx context.Context, cfg config, log *slog.Logger, args []stri
 var commands = map[string]command{
 	"serve":            serve,
 	"keys rotate":      rotateKeys,
+	"keys reseal":      resealKeys,
 	"outbox status":    outboxStatus,
 	"outbox republish": outboxRepublish,
 }
@@ -152,6 +160,7 @@ type config struct {
 	TokenIssuer   string        // TOKEN_ISSUER
 	AdminEmail    string        // BOOTSTRAP_ADMIN_EMAIL
 	AdminPassword string        // BOOTSTRAP_ADMIN_PASSWORD; never logged
+	Sealer        *seal.Sealer  // of SIGNING_KEY_SECRETS, which are never logged
 	// PublicURL (PUBLIC_URL) is the base of the URLs in openid-configuration, without a trailing
 	// slash: "http://" + HTTPAddr by default.
 	PublicURL string
@@ -167,7 +176,7 @@ const (
 )
 
 // loadConfig reads the configuration through getenv, naming every invalid setting at once. It
-// never quotes the admin password.
+// never quotes the admin password or a secret.
 func loadConfig(getenv func(string) string) (config, error) {
 	base, err := service.LoadConfig(getenv, service.Config{
 		Name:        "account",
@@ -221,6 +230,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if msg := account.ValidatePassword(cfg.AdminPassword); msg != "" {
 			problems = append(problems, "BOOTSTRAP_ADMIN_PASSWORD "+msg)
 		}
+	}
+	if v := getenv("SIGNING_KEY_SECRETS"); strings.TrimSpace(v) == "" {
+		problems = append(problems, fmt.Sprintf("SIGNING_KEY_SECRETS is not set: account seals its signing keys with it; "+
+			"set one or more comma-separated secrets of at least %d characters", seal.MinSecret))
+	} else if cfg.Sealer, err = seal.Parse(v); err != nil {
+		problems = append(problems, "SIGNING_KEY_SECRETS: "+err.Error())
 	}
 	if len(problems) > 0 {
 		return config{}, fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
@@ -284,6 +299,7 @@ func (c config) logAttrs() []any {
 		"bootstrap_admin", c.AdminEmail,
 		"public_url", c.PublicURL,
 		"trusted_proxies", fmt.Sprint(c.TrustedProxies),
+		"signing_key_secrets", c.Sealer.Len(),
 	}
 }
 

@@ -23,7 +23,17 @@ import (
 const (
 	adminEmail    = "root@example.com"
 	adminPassword = "admin-password-1"
+	// testSecret seals the signing keys in tests; SIGNING_KEY_SECRETS is required.
+	testSecret = "a-test-secret-of-at-least-32-characters"
 )
+
+// secretEnv is a getenv with SIGNING_KEY_SECRETS set and nothing else.
+func secretEnv(k string) string {
+	if k == "SIGNING_KEY_SECRETS" {
+		return testSecret
+	}
+	return ""
+}
 
 // app is a running account service.
 type app struct {
@@ -31,12 +41,13 @@ type app struct {
 }
 
 // testEnv returns the environment of a service on a fresh database and NATS server, with a
-// bootstrap admin.
+// bootstrap admin and a secret for the signing keys.
 func testEnv(t *testing.T) (map[string]string, *natstest.Server) {
 	t.Helper()
 	env, ns := servicetest.Env(t, "account")
 	env["BOOTSTRAP_ADMIN_EMAIL"] = adminEmail
 	env["BOOTSTRAP_ADMIN_PASSWORD"] = adminPassword
+	env["SIGNING_KEY_SECRETS"] = testSecret
 	return env, ns
 }
 
@@ -146,9 +157,10 @@ func keysOf(m map[string]any) []string {
 
 func TestUnknownCommand(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"frobnicate"}, {"keys"}, {"keys", "burn"}, {"serve", "now"}, {"outbox", "republish", "--since", "yesterday"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"keys"}, {"keys", "burn"}, {"keys", "reseal", "all"}, {"serve", "now"},
+		{"outbox", "republish", "--since", "yesterday"}} {
 		var stderr bytes.Buffer
-		err := run(t.Context(), args, func(string) string { return "" }, io.Discard, &stderr)
+		err := run(t.Context(), args, secretEnv, io.Discard, &stderr)
 		if !errors.Is(err, errUsage) {
 			t.Errorf("run(%q) = %v, want errUsage", args, err)
 		}
@@ -160,7 +172,7 @@ func TestUnknownCommand(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"keys", "rotate", "--help"}, {"outbox", "status", "-h"}, {"outbox", "republish", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"keys", "rotate", "--help"}, {"keys", "reseal", "--help"}, {"outbox", "status", "-h"}, {"outbox", "republish", "--help"}} {
 		var stdout bytes.Buffer
 		if err := run(t.Context(), args, func(string) string { return "" }, &stdout, io.Discard); err != nil {
 			t.Errorf("run(%q) = %v, want nil", args, err)
@@ -168,11 +180,17 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), "usage: account") {
 			t.Errorf("run(%q) stdout = %q, want the usage", args, stdout.String())
 		}
+		for _, want := range []string{"keys reseal", "SIGNING_KEY_SECRETS"} {
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("run(%q): the usage does not mention %s", args, want)
+			}
+		}
 	}
 }
 
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
+	const short = "only-thirty-one-characters-long"
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -189,23 +207,46 @@ func TestConfigErrors(t *testing.T) {
 		{"public URL with a query", map[string]string{"PUBLIC_URL": "https://id.example.com/?x=1"}, "PUBLIC_URL"},
 		{"bad trusted proxy", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, "TRUSTED_PROXIES"},
 		{"bad trusted prefix", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
+		{"no signing key secret", map[string]string{"SIGNING_KEY_SECRETS": ""}, "SIGNING_KEY_SECRETS is not set"},
+		{"blank signing key secret", map[string]string{"SIGNING_KEY_SECRETS": " , "}, "SIGNING_KEY_SECRETS"},
+		{"short signing key secret", map[string]string{"SIGNING_KEY_SECRETS": short}, "SIGNING_KEY_SECRETS"},
+		{"short second signing key secret", map[string]string{"SIGNING_KEY_SECRETS": testSecret + "," + short}, "SIGNING_KEY_SECRETS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := run(t.Context(), nil, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			getenv := func(k string) string {
+				if v, ok := tt.env[k]; ok {
+					return v
+				}
+				return secretEnv(k)
+			}
+			err := run(t.Context(), nil, getenv, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run = %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("the error is not one line: %q", err)
 			}
 			if strings.Contains(err.Error(), "short") && tt.name == "short admin password" {
 				t.Errorf("the error quotes the password: %v", err)
 			}
+			if strings.Contains(err.Error(), short) || strings.Contains(err.Error(), testSecret) {
+				t.Errorf("the error quotes a secret: %v", err)
+			}
 		})
+	}
+	// Every command needs the secret, not only serve.
+	for _, args := range [][]string{{"keys", "rotate"}, {"keys", "reseal"}, {"outbox", "status"}} {
+		err := run(t.Context(), args, func(string) string { return "" }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "SIGNING_KEY_SECRETS") {
+			t.Errorf("run(%q) without SIGNING_KEY_SECRETS = %v, want an error naming it", args, err)
+		}
 	}
 }
 
 func TestLoadConfigDefaults(t *testing.T) {
 	t.Parallel()
-	cfg, err := loadConfig(func(string) string { return "" })
+	cfg, err := loadConfig(secretEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,11 +260,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if cfg.TrustedProxies != nil {
 		t.Errorf("TrustedProxies = %v by default, want none", cfg.TrustedProxies)
 	}
-	attrs := config{Config: cfg.Config, AdminEmail: "a@example.com", AdminPassword: "top-secret-pw"}.logAttrs()
+	attrs := config{Config: cfg.Config, AdminEmail: "a@example.com", AdminPassword: "top-secret-pw", Sealer: cfg.Sealer}.logAttrs()
 	for _, v := range attrs {
-		if s, ok := v.(string); ok && strings.Contains(s, "top-secret-pw") {
-			t.Errorf("logged configuration holds the admin password: %v", attrs)
+		if s, ok := v.(string); ok && (strings.Contains(s, "top-secret-pw") || strings.Contains(s, testSecret)) {
+			t.Errorf("logged configuration holds the admin password or a secret: %v", attrs)
 		}
+	}
+	if !slices.Contains(attrs, any("signing_key_secrets")) || cfg.Sealer.Len() != 1 {
+		t.Errorf("logged configuration %v does not count the secrets (%d)", attrs, cfg.Sealer.Len())
 	}
 	if got := redactURL("nats://user:pw@host:4222,nats://tok@other:4222"); strings.Contains(got, "pw") || strings.Contains(got, "tok") {
 		t.Errorf("redactURL = %q, still holds credentials", got)
@@ -285,7 +329,9 @@ func TestPublicURL(t *testing.T) {
 	}
 	// By default, the listening address.
 	for addr, want := range map[string]string{"0.0.0.0:8081": "http://0.0.0.0:8081", ":8081": "http://localhost:8081"} {
-		cfg, err := loadConfig(func(k string) string { return map[string]string{"HTTP_ADDR": addr}[k] })
+		cfg, err := loadConfig(func(k string) string {
+			return map[string]string{"HTTP_ADDR": addr, "SIGNING_KEY_SECRETS": testSecret}[k]
+		})
 		if err != nil || cfg.PublicURL != want {
 			t.Errorf("PublicURL with HTTP_ADDR %q = %q, %v; want %q", addr, cfg.PublicURL, err, want)
 		}

@@ -10,44 +10,50 @@ import (
 
 	"github.com/authmesh/account/internal/postgres"
 	"github.com/authmesh/account/internal/token"
-	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/outbox"
 	"github.com/authmesh/events/service"
 )
 
-// rotateKeys adds a new signing key, makes it current, and publishes the new key set at once, so
-// that verifiers know the new key before any running instance signs with it (instances switch
-// within token.RefreshInterval, publishing first). The retired key stays published for
-// token.Grace(TOKEN_TTL).
+// rotateKeys adds a new signing key, pending, and publishes the new key set at once, so that
+// verifiers know the new key before anyone signs with it; once published, the new key is current
+// and the previous one retired (running instances switch within token.RefreshInterval). The
+// retired key stays published for token.Grace(TOKEN_TTL). When the publication fails, the key
+// stays pending and the current one goes on signing until a running instance publishes it.
 func rotateKeys(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	base, store, _, err := open(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer base.Close()
 	k, err := token.NewKey()
 	if err != nil {
 		return err
 	}
-	if err := store.RotateSigningKey(ctx, k); err != nil {
-		return err
+	stored := false
+	base, _, keys, err := open(ctx, cfg, log, func(ctx context.Context, _ *postgres.Store, ks *postgres.KeyStore) error {
+		if err := ks.AddSigningKey(ctx, k); err != nil {
+			return err
+		}
+		stored = true
+		return nil
+	})
+	if err != nil && stored {
+		return fmt.Errorf("signing key %s is stored, pending: it signs once published, which running instances retry every %s: %w",
+			k.ID, token.RefreshInterval, err)
 	}
-	kv, err := bus.EnsureKeyBucket(ctx, base.JS)
 	if err != nil {
 		return err
 	}
-	if _, err := newKeys(ctx, store, kv, cfg, log); err != nil {
-		return fmt.Errorf("publish keys (the rotation is stored; running instances publish it within %s): %w", token.RefreshInterval, err)
+	defer base.Close()
+	if keys.Current().ID != k.ID {
+		fmt.Fprintf(stdout, "signing key %s is stored, pending: another key was made current meanwhile\n", k.ID)
+		return nil
 	}
 	fmt.Fprintf(stdout, "signing key %s is current; retired keys stay published for %s\n", k.ID, token.Grace(cfg.TokenTTL))
 	return nil
 }
 
-// outboxStatus prints the outbox's pending and published counts.
-func outboxStatus(ctx context.Context, cfg config, _ *slog.Logger, args []string, stdout io.Writer) error {
+// resealKeys seals every signing key again with the first of SIGNING_KEY_SECRETS, so that the
+// secrets after it can be removed. It needs the database only.
+func resealKeys(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
@@ -56,8 +62,29 @@ func outboxStatus(ctx context.Context, cfg config, _ *slog.Logger, args []string
 		return err
 	}
 	defer pool.Close()
-	if err := postgres.Migrate(ctx, pool); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	if err := migrate(ctx, pool, cfg, log); err != nil {
+		return err
+	}
+	n, err := postgres.NewKeyStore(pool, cfg.Sealer).Reseal(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "resealed %d signing keys with the first of SIGNING_KEY_SECRETS\n", n)
+	return nil
+}
+
+// outboxStatus prints the outbox's pending and published counts.
+func outboxStatus(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	pool, err := service.OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrate(ctx, pool, cfg, log); err != nil {
+		return err
 	}
 	st, err := outbox.Status(ctx, pool)
 	if err != nil {
@@ -92,8 +119,8 @@ func outboxRepublish(ctx context.Context, cfg config, log *slog.Logger, args []s
 		return err
 	}
 	defer base.Close()
-	if err := postgres.Migrate(ctx, base.Pool); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	if err := migrate(ctx, base.Pool, cfg, log); err != nil {
+		return err
 	}
 	n, err := outbox.Republish(ctx, base.Pool, base.JS, from)
 	fmt.Fprintf(stdout, "republished: %d\nalready in the stream (duplicates, not stored again): %d\n", n.Published, n.Duplicates)

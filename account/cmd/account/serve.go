@@ -17,6 +17,7 @@ import (
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/outbox"
 	"github.com/authmesh/events/service"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,18 +27,22 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, args []string, _ i
 		return err
 	}
 	log.Info("starting", cfg.logAttrs()...)
-	base, store, keys, err := open(ctx, cfg, log)
+	hasher := password.NewHasher(0, password.DefaultWait)
+	var bootstrap setup
+	if cfg.AdminEmail != "" {
+		bootstrap = func(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore) error {
+			if err := bootstrapAdmin(ctx, users, keys, hasher, cfg.AdminEmail, cfg.AdminPassword, log); err != nil {
+				return fmt.Errorf("bootstrap admin: %w", err)
+			}
+			return nil
+		}
+	}
+	base, store, keys, err := open(ctx, cfg, log, bootstrap)
 	if err != nil {
 		return err
 	}
 	defer base.Close()
 
-	hasher := password.NewHasher(0, password.DefaultWait)
-	if cfg.AdminEmail != "" {
-		if err := bootstrapAdmin(ctx, store, hasher, cfg.AdminEmail, cfg.AdminPassword, log); err != nil {
-			return fmt.Errorf("bootstrap admin: %w", err)
-		}
-	}
 	mux := server.New(server.Config{
 		Log:     log,
 		Store:   store,
@@ -53,15 +58,19 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, args []string, _ i
 	return base.Serve(ctx, mux, nil, relay.Run, keys.Run, pruneLoginFailures(store, log))
 }
 
-// open opens the database and NATS, applies the migrations, declares the stream and the key
-// bucket, creates a signing key on the first start, and publishes the public keys. The caller
-// closes base.
-func open(ctx context.Context, cfg config, log *slog.Logger) (*service.Base, *postgres.Store, *token.Keys, error) {
+// setup is a command's own step at start: after the migrations and the first signing key, before
+// the keys are loaded and published.
+type setup func(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore) error
+
+// open opens the database and NATS, applies the migrations, seals plaintext keys, declares the
+// stream and the key bucket, creates a signing key on the first start, runs before (unless nil),
+// and publishes the public keys. The caller closes base.
+func open(ctx context.Context, cfg config, log *slog.Logger, before setup) (*service.Base, *postgres.Store, *token.Keys, error) {
 	base, err := service.Open(ctx, cfg.Config, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	store, keys, err := prepare(ctx, base, cfg, log)
+	store, keys, err := prepare(ctx, base, cfg, log, before)
 	if err != nil {
 		base.Close()
 		return nil, nil, nil, err
@@ -69,9 +78,9 @@ func open(ctx context.Context, cfg config, log *slog.Logger) (*service.Base, *po
 	return base, store, keys, nil
 }
 
-func prepare(ctx context.Context, base *service.Base, cfg config, log *slog.Logger) (*postgres.Store, *token.Keys, error) {
-	if err := postgres.Migrate(ctx, base.Pool); err != nil {
-		return nil, nil, fmt.Errorf("migrate: %w", err)
+func prepare(ctx context.Context, base *service.Base, cfg config, log *slog.Logger, before setup) (*postgres.Store, *token.Keys, error) {
+	if err := migrate(ctx, base.Pool, cfg, log); err != nil {
+		return nil, nil, err
 	}
 	if _, err := bus.EnsureStream(ctx, base.JS); err != nil {
 		return nil, nil, err
@@ -81,21 +90,44 @@ func prepare(ctx context.Context, base *service.Base, cfg config, log *slog.Logg
 		return nil, nil, err
 	}
 	store := postgres.New(base.Pool)
-	created, err := store.EnsureSigningKey(ctx, token.NewKey)
+	keyStore := postgres.NewKeyStore(base.Pool, cfg.Sealer)
+	created, err := keyStore.EnsureSigningKey(ctx, token.NewKey)
 	if err != nil {
 		return nil, nil, err
 	}
 	if created {
 		log.Info("signing key created")
 	}
-	keys, err := newKeys(ctx, store, kv, cfg, log)
+	if before != nil {
+		if err := before(ctx, store, keyStore); err != nil {
+			return nil, nil, err
+		}
+	}
+	keys, err := newKeys(ctx, keyStore, kv, cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	return store, keys, nil
 }
 
-func newKeys(ctx context.Context, store *postgres.Store, kv jetstream.KeyValue, cfg config, log *slog.Logger) (*token.Keys, error) {
+// migrate applies the migrations to the database of pool, and seals the signing keys that
+// versions before sealing stored in plaintext. Every command that opens the database runs it.
+func migrate(ctx context.Context, pool *pgxpool.Pool, cfg config, log *slog.Logger) error {
+	if err := postgres.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	n, err := postgres.NewKeyStore(pool, cfg.Sealer).SealPlaintext(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		log.Warn("sealed the signing keys that an older version stored in plaintext; copies of the database "+
+			"made before hold them: rotate the signing key (account keys rotate)", "keys", n)
+	}
+	return nil
+}
+
+func newKeys(ctx context.Context, store *postgres.KeyStore, kv jetstream.KeyValue, cfg config, log *slog.Logger) (*token.Keys, error) {
 	keys, err := token.NewKeys(store, kv, cfg.TokenTTL, log)
 	if err != nil {
 		return nil, err
@@ -106,42 +138,91 @@ func newKeys(ctx context.Context, store *postgres.Store, kv jetstream.KeyValue, 
 	return keys, nil
 }
 
-// bootstrapAdmin makes sure the user with email exists and holds the role admin. A new user gets
-// password; an existing one keeps theirs, and their status: the bootstrap creates an admin, it
-// does not undo what an operator did since. Instances starting together converge on one user.
-func bootstrapAdmin(ctx context.Context, store *postgres.Store, hasher *password.Hasher, email, pw string, log *slog.Logger) error {
-	u, err := store.UserByEmail(ctx, email)
-	if errors.Is(err, account.ErrNotFound) {
-		hash, herr := hasher.Hash(ctx, pw)
-		if herr != nil {
-			return herr
+// bootstrapAttempts bounds how often bootstrapAdmin looks again at a user that changed under it.
+const bootstrapAttempts = 5
+
+// bootstrapAdmin makes the user with email an active admin whose password is pw. A missing user is
+// created so. An existing one, whoever registered the email first, is reset in place (same id,
+// through the outbox); when that takes the account over (a new password, or the admin role
+// granted), every signing key is revoked in the same transaction, so that no token issued before
+// works anywhere once the keys are next published, which the caller does next. An active admin
+// whose password verifies is left as it is. Instances starting together converge on one user and
+// one reset.
+func bootstrapAdmin(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore, hasher *password.Hasher, email, pw string, log *slog.Logger) error {
+	for range bootstrapAttempts {
+		done, err := bootstrapOnce(ctx, users, keys, hasher, email, pw, log)
+		if err != nil || done {
+			return err
 		}
-		u, err = store.CreateUser(ctx, postgres.NewUser{
+	}
+	return fmt.Errorf("user %s kept changing during %d attempts", email, bootstrapAttempts)
+}
+
+// bootstrapOnce is one attempt of bootstrapAdmin; it reports false when the user changed under it
+// (another instance created or reset it), to look again.
+func bootstrapOnce(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore, hasher *password.Hasher, email, pw string, log *slog.Logger) (bool, error) {
+	u, hash, err := users.Credentials(ctx, email)
+	if errors.Is(err, account.ErrNotFound) {
+		h, err := hasher.Hash(ctx, pw)
+		if err != nil {
+			return false, err
+		}
+		u, err = users.CreateUser(ctx, postgres.NewUser{
 			Email:        email,
 			DisplayName:  "Administrator",
-			PasswordHash: hash,
+			PasswordHash: h,
 			Roles:        []string{events.RoleAdmin},
 		})
-		if err == nil {
-			log.Info("bootstrap admin created", "user_id", u.ID, "email", email)
-			return nil
+		if errors.Is(err, account.ErrEmailTaken) { // another instance created it just now: look again
+			return false, nil
 		}
-		if errors.Is(err, account.ErrEmailTaken) { // another instance created it just now
-			u, err = store.UserByEmail(ctx, email)
+		if err != nil {
+			return false, err
 		}
+		log.Info("bootstrap admin created", "user_id", u.ID, "email", email)
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	if u.HasRole(events.RoleAdmin) {
-		return nil
+	verified, err := hasher.Verify(ctx, pw, hash)
+	if err != nil && !errors.Is(err, password.ErrMalformed) { // a malformed hash verifies nothing: reset it
+		return false, err
 	}
-	u, err = store.GrantRole(ctx, u.ID, events.RoleAdmin)
+	admin := u.HasRole(events.RoleAdmin)
+	if verified && admin && u.Status == events.StatusActive {
+		return true, nil
+	}
+	r := postgres.AdminReset{ID: u.ID, Verified: hash}
+	if !verified {
+		if r.Hash, err = hasher.Hash(ctx, pw); err != nil {
+			return false, err
+		}
+	}
+	if !verified || !admin {
+		k, err := token.NewKey()
+		if err != nil {
+			return false, err
+		}
+		sealed := keys.Seal(k)
+		r.Revoke = &sealed
+	}
+	res, err := users.ResetAdmin(ctx, r)
+	if errors.Is(err, postgres.ErrStale) || errors.Is(err, account.ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	log.Info("bootstrap admin granted the admin role", "user_id", u.ID, "email", email, "version", u.Version)
-	return nil
+	attrs := []any{"user_id", u.ID, "email", email, "version", res.User.Version, "password_reset", res.PasswordChanged,
+		"admin_granted", res.AdminGranted, "activated", res.Activated, "revoked_keys", res.RevokedKeys}
+	if res.PasswordChanged || res.AdminGranted {
+		log.Warn("bootstrap admin took over an existing account: every signing key is revoked, "+
+			"so tokens issued before are refused everywhere", attrs...)
+	} else {
+		log.Info("bootstrap admin reset", attrs...)
+	}
+	return true, nil
 }
 
 // pruneInterval is how often old failed logins are deleted.

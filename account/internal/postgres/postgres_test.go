@@ -2,8 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -473,73 +471,6 @@ func TestLoginThrottleConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := through.Load(); got != int32(limit.Max) {
 		t.Errorf("%d of %d concurrent attempts got through, want %d", got, n, limit.Max)
-	}
-}
-
-func newKey(t *testing.T) account.SigningKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return account.SigningKey{ID: fmt.Sprintf("kid-%x", pub[:8]), Private: priv}
-}
-
-func TestSigningKeys(t *testing.T) {
-	t.Parallel()
-	s, _ := newStore(t)
-	ctx := t.Context()
-
-	// Instances starting together create one key.
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		created int
-	)
-	for range 4 {
-		wg.Go(func() {
-			ok, err := s.EnsureSigningKey(ctx, func() (account.SigningKey, error) { return newKey(t), nil })
-			if err != nil {
-				t.Errorf("EnsureSigningKey: %v", err)
-			}
-			if ok {
-				mu.Lock()
-				created++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if created != 1 {
-		t.Fatalf("%d concurrent EnsureSigningKey created a key, want 1", created)
-	}
-	keys, err := s.SigningKeys(ctx, time.Hour)
-	if err != nil || len(keys) != 1 || keys[0].Retired() {
-		t.Fatalf("SigningKeys = %v, %v; want one current key", keys, err)
-	}
-	first := keys[0]
-
-	next := newKey(t)
-	if err := s.RotateSigningKey(ctx, next); err != nil {
-		t.Fatalf("RotateSigningKey: %v", err)
-	}
-	keys, err = s.SigningKeys(ctx, time.Hour)
-	if err != nil || len(keys) != 2 {
-		t.Fatalf("SigningKeys after rotation = %d keys, %v; want 2", len(keys), err)
-	}
-	if keys[0].ID != next.ID || keys[0].Retired() || !keys[0].Private.Equal(next.Private) {
-		t.Errorf("newest key = %s (retired %v), want the rotated-in %s, current", keys[0].ID, keys[0].Retired(), next.ID)
-	}
-	if keys[1].ID != first.ID || !keys[1].Retired() || !keys[1].Private.Equal(first.Private) {
-		t.Errorf("older key = %s (retired %v), want %s, retired", keys[1].ID, keys[1].Retired(), first.ID)
-	}
-	// Past its grace, the retired key is no longer published.
-	keys, err = s.SigningKeys(ctx, 0)
-	if err != nil || len(keys) != 1 || keys[0].ID != next.ID {
-		t.Errorf("SigningKeys(grace 0) = %v, %v; want only %s", keys, err, next.ID)
-	}
-	if ok, err := s.EnsureSigningKey(ctx, func() (account.SigningKey, error) { return newKey(t), nil }); ok || err != nil {
-		t.Errorf("EnsureSigningKey with a current key = %v, %v; want false, nil", ok, err)
 	}
 }
 

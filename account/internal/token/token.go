@@ -38,15 +38,24 @@ func NewKey() (account.SigningKey, error) {
 // rotation up to RefreshInterval late and signs with the retired key meanwhile, hence that too.
 func Grace(ttl time.Duration) time.Duration { return ttl + auth.Leeway + RefreshInterval }
 
-// KeyStore is where the signing keys live (postgres.Store).
+// KeyStore is where the signing keys live (postgres.KeyStore).
 type KeyStore interface {
-	// SigningKeys returns the keys to publish, newest first; the first one not retired signs.
+	// SigningKeys returns the keys to publish, newest first: pending, current, and retired less
+	// than grace ago.
 	SigningKeys(ctx context.Context, grace time.Duration) ([]account.SigningKey, error)
+	// PromoteSigningKey makes the pending key kid current, retiring the current one, and reports
+	// whether it did; a key no longer pending is left alone.
+	PromoteSigningKey(ctx context.Context, kid string) (bool, error)
 }
 
 // Keys holds the signing keys in use and publishes their public keys. Refresh loads them; Run
 // keeps them current, so that a rotation made by another process (account keys rotate) or the
 // end of a retired key's grace reaches this one. It is safe for concurrent use.
+//
+// A key signs only once the bucket publishes it: a new key is stored pending, published beside
+// the current one, and promoted to current (the current one retired at that moment) only after a
+// put of a JWKS holding it has succeeded. While publishing fails, the current key goes on
+// signing, and as it is not retired it stays published.
 type Keys struct {
 	store KeyStore
 	kv    jetstream.KeyValue
@@ -69,34 +78,43 @@ func NewKeys(store KeyStore, kv jetstream.KeyValue, ttl time.Duration, log *slog
 	return &Keys{store: store, kv: kv, set: set, grace: Grace(ttl), log: log}, nil
 }
 
-// ErrNoKey is returned by Refresh when the store has no current key.
+// ErrNoKey is returned by Refresh when the store has no current key, and none could be promoted.
 var ErrNoKey = errors.New("no current signing key")
 
 // Refresh loads the keys from the store, updates the KeySet and the JWKS, and puts the JWKS in
-// the key-value bucket unless it holds it already.
+// the key-value bucket unless it holds it already. Once the bucket holds it, the newest pending
+// key is promoted and signs. The key that signs is the store's current key: the store makes a
+// key current only after a JWKS holding it was published (by this instance or another), so it may
+// sign even when this instance's put fails.
 func (k *Keys) Refresh(ctx context.Context) error {
 	keys, err := k.store.SigningKeys(ctx, k.grace)
 	if err != nil {
 		return err
 	}
 	var (
-		current account.SigningKey
-		doc     = auth.JWKS{Keys: []auth.JWK{}}
+		current, pending account.SigningKey
+		doc              = auth.JWKS{Keys: []auth.JWK{}}
 	)
-	for _, key := range keys {
-		if current.Private == nil && !key.Retired() {
-			current = key
+	for _, key := range keys { // newest first
+		switch {
+		case key.Pending():
+			if pending.Private == nil {
+				pending = key
+			}
+		case key.Current():
+			if current.Private == nil {
+				current = key
+			}
 		}
 		doc.Keys = append(doc.Keys, auth.NewJWK(key.Public()))
-	}
-	if current.Private == nil {
-		return ErrNoKey
 	}
 	jwks, err := json.Marshal(doc)
 	if err != nil {
 		return fmt.Errorf("marshal jwks: %w", err)
 	}
 
+	// account's own endpoints verify with the store's view at once: a revoked key is refused
+	// here even while the bucket still holds it.
 	k.mu.Lock()
 	if !bytes.Equal(jwks, k.jwks) {
 		if err := k.set.Replace(jwks); err != nil {
@@ -107,17 +125,55 @@ func (k *Keys) Refresh(ctx context.Context) error {
 	}
 	k.mu.Unlock()
 
-	// blog and shop must know a key before it signs anything: publish first, then switch.
-	if err := k.publish(ctx, jwks); err != nil {
+	// blog and shop must know a key before it signs anything: publish first, then promote.
+	err = k.publish(ctx, jwks)
+	if err == nil && pending.Private != nil {
+		current, err = k.promote(ctx, pending, current)
+	}
+	k.use(current, len(doc.Keys))
+	if err != nil {
 		return err
 	}
-	k.mu.Lock()
-	if current.ID != k.current.ID {
-		k.log.Info("signing key in use", "kid", current.ID, "published_keys", len(doc.Keys))
+	if current.Private == nil {
+		return ErrNoKey
 	}
-	k.current = current
-	k.mu.Unlock()
 	return nil
+}
+
+// promote makes pending, just published, current, and returns the key that signs now: pending,
+// or, when another instance promoted a key first, the store's current key.
+func (k *Keys) promote(ctx context.Context, pending, current account.SigningKey) (account.SigningKey, error) {
+	promoted, err := k.store.PromoteSigningKey(ctx, pending.ID)
+	if err != nil {
+		return current, err
+	}
+	if promoted {
+		if current.Private != nil {
+			k.log.Info("signing key promoted", "kid", pending.ID, "retired_kid", current.ID)
+		}
+		return pending, nil
+	}
+	keys, err := k.store.SigningKeys(ctx, k.grace)
+	if err != nil {
+		return current, err
+	}
+	for _, key := range keys {
+		if key.Current() {
+			return key, nil
+		}
+	}
+	return current, nil
+}
+
+// use makes key the one that signs. A zero key (all revoked, the new one not yet published)
+// signs nothing.
+func (k *Keys) use(key account.SigningKey, published int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if key.ID != k.current.ID && key.Private != nil {
+		k.log.Info("signing key in use", "kid", key.ID, "published_keys", published)
+	}
+	k.current = key
 }
 
 // publish puts jwks in the bucket unless the bucket holds it already. Comparing with the bucket,

@@ -33,6 +33,24 @@ func (f *fakeStore) SigningKeys(context.Context, time.Duration) ([]account.Signi
 	return append([]account.SigningKey(nil), f.keys...), nil
 }
 
+func (f *fakeStore) PromoteSigningKey(_ context.Context, kid string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	for i, k := range f.keys {
+		if k.ID == kid && k.Pending() {
+			for j := range f.keys {
+				if f.keys[j].Current() {
+					f.keys[j].RetiredAt = now
+				}
+			}
+			f.keys[i].ActivatedAt = now
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (f *fakeStore) set(keys ...account.SigningKey) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -48,12 +66,14 @@ func keyBucket(t *testing.T) jetstream.KeyValue {
 	return kv
 }
 
+// mustKey returns a new current key.
 func mustKey(t *testing.T) account.SigningKey {
 	t.Helper()
 	k, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
+	k.ActivatedAt = time.Now()
 	return k
 }
 
