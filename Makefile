@@ -11,10 +11,16 @@ BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
 all: build
 
+# The three services, and the NATS server `make run` starts: built from the Go module the tests
+# embed (github.com/nats-io/nats-server/v2, at the version events/go.mod requires), so that a new
+# machine needs only Go and Postgres.
 build:
 	$(BUILD) -o bin/ ./account/cmd/account ./blog/cmd/blog ./shop/cmd/shop
+	$(BUILD) -o bin/nats-server github.com/nats-io/nats-server/v2
 
-# Start account, blog and shop against the local Postgres and NATS; Ctrl-C stops them.
+# Start a NATS server of the project's own (deploy/nats/dev.conf and auth.conf, on 127.0.0.1:4223,
+# its store in tmp/nats), then account, blog and shop against the local Postgres; Ctrl-C stops
+# them all.
 run: build
 	./scripts/run.sh
 

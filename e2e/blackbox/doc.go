@@ -10,11 +10,14 @@
 //     local Postgres) and stops it at the end. This is what `make test` and `make e2e` run; it
 //     never touches the shared NATS server.
 //   - ACCOUNT_URL set: the system at ACCOUNT_URL, BLOG_URL and SHOP_URL (default
-//     http://127.0.0.1:8082 and :8083), NATS_URL (default nats://127.0.0.1:4222), with the admin
-//     ADMIN_EMAIL / ADMIN_PASSWORD (default admin@example.com / admin-password, as `make run` and
-//     docker-compose set up). Operator commands run as ACCOUNT_CMD, BLOG_CMD and SHOP_CMD, split
-//     on spaces (e.g. "docker compose exec -T blog blog"); unset, they are bin/<service> of the
-//     workspace if it exists, run with the caller's environment.
+//     http://127.0.0.1:8082 and :8083), NATS_URL (an identity that may read the stream, such as
+//     nats://ops:<password>@host:4222; default the operator's URL that `make run` wrote to
+//     tmp/env/ops.env, else nats://127.0.0.1:4222), with the admin ADMIN_EMAIL / ADMIN_PASSWORD
+//     (default admin@example.com / admin-password, as `make run` and docker-compose set up).
+//     Operator commands run as ACCOUNT_CMD, BLOG_CMD and SHOP_CMD, split on spaces (e.g. "docker
+//     compose exec -T blog blog"); unset, they are bin/<service> of the workspace if it exists,
+//     run with the caller's environment plus the service's environment that `make run` wrote to
+//     tmp/env/<service>.env.
 //
 // The tests tolerate a shared, long-lived system: every user has a unique email, lists are never
 // assumed empty and no test depends on global counts. Tests that need NATS or an operator

@@ -78,23 +78,49 @@ func useRunning() {
 	system.account = strings.TrimRight(os.Getenv("ACCOUNT_URL"), "/")
 	system.blog = strings.TrimRight(env("BLOG_URL", "http://127.0.0.1:8082"), "/")
 	system.shop = strings.TrimRight(env("SHOP_URL", "http://127.0.0.1:8083"), "/")
-	system.natsURL = env("NATS_URL", "nats://127.0.0.1:4222")
+	root, rootErr := stack.WorkspaceRoot(context.Background())
+	system.natsURL = env("NATS_URL", runEnv(root, "ops")["NATS_URL"])
+	if system.natsURL == "" {
+		system.natsURL = "nats://127.0.0.1:4222"
+	}
 	system.operator = func(ctx context.Context, service string, args ...string) (*exec.Cmd, error) {
 		name := strings.ToUpper(service) + "_CMD"
-		argv := strings.Fields(os.Getenv(name))
-		if len(argv) == 0 {
-			root, err := stack.WorkspaceRoot(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("%s is unset and %w", name, err)
-			}
-			bin := filepath.Join(root, "bin", service)
-			if _, err := os.Stat(bin); err != nil {
-				return nil, fmt.Errorf("%s is unset and %s does not exist (make build)", name, bin)
-			}
-			argv = []string{bin}
+		if argv := strings.Fields(os.Getenv(name)); len(argv) > 0 {
+			return exec.CommandContext(ctx, argv[0], append(argv[1:], args...)...), nil
 		}
-		return exec.CommandContext(ctx, argv[0], append(argv[1:], args...)...), nil
+		if rootErr != nil {
+			return nil, fmt.Errorf("%s is unset and %w", name, rootErr)
+		}
+		bin := filepath.Join(root, "bin", service)
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("%s is unset and %s does not exist (make build)", name, bin)
+		}
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = os.Environ()
+		for k, v := range runEnv(root, service) {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		return cmd, nil
 	}
+}
+
+// runEnv returns the environment that `make run` gave a service (or "ops", the NATS operator),
+// from tmp/env/<name>.env of the workspace at root; none when there is no such file.
+func runEnv(root, name string) map[string]string {
+	vars := map[string]string{}
+	if root == "" {
+		return vars
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "tmp", "env", name+".env"))
+	if err != nil {
+		return vars
+	}
+	for line := range strings.Lines(string(raw)) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			vars[k] = v
+		}
+	}
+	return vars
 }
 
 func env(key, def string) string {
