@@ -31,9 +31,9 @@ var required = []string{"HTTP_ADDR", "DATABASE_URL", "NATS_URL"}
 // contractEnv is what CONTRACT.md says each service reads. The code must read at least these; if
 // it does not, the scan of the sources below has gone blind and the other checks mean nothing.
 var contractEnv = map[string][]string{
-	"account": {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "LOG_LEVEL", "TOKEN_TTL", "TOKEN_ISSUER", "BOOTSTRAP_ADMIN_EMAIL", "BOOTSTRAP_ADMIN_PASSWORD", "SIGNING_KEY_SECRETS", "PUBLIC_URL", "TRUSTED_PROXIES"},
-	"blog":    {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "LOG_LEVEL", "TOKEN_ISSUER"},
-	"shop":    {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "LOG_LEVEL", "TOKEN_ISSUER"},
+	"account": {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "LOG_LEVEL", "TOKEN_TTL", "TOKEN_ISSUER", "BOOTSTRAP_ADMIN_EMAIL", "BOOTSTRAP_ADMIN_PASSWORD", "SIGNING_KEY_SECRETS", "PUBLIC_URL", "TRUSTED_PROXIES", "NATS_CREDS"},
+	"blog":    {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "NATS_CREDS", "LOG_LEVEL", "TOKEN_ISSUER"},
+	"shop":    {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "NATS_CREDS", "LOG_LEVEL", "TOKEN_ISSUER"},
 }
 
 // variants are the ways to start the system: the single NATS server, and the cluster laid over it.
