@@ -50,6 +50,8 @@ type Options struct {
 	LogLevel string
 	// Env is added to every service's environment, after the stack's own variables.
 	Env []string
+	// Stopped leaves the services stopped: the test starts them, in the order it likes.
+	Stopped bool
 }
 
 // Stack is the system running as processes. URL, Env and the admin's credentials are fixed for
@@ -146,6 +148,9 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		s.Env[name] = append(s.Env[name], opts.Env...)
 		s.logs[name] = &buffer{}
 	}
+	if opts.Stopped {
+		return s, nil
+	}
 	for _, name := range Services {
 		if err := s.Start(ctx, name); err != nil {
 			return nil, err
@@ -187,6 +192,14 @@ func (s *Stack) Close() error {
 
 // Start starts a service that is not running and waits until its /readyz answers 200.
 func (s *Stack) Start(ctx context.Context, name string) error {
+	if err := s.Launch(name); err != nil {
+		return err
+	}
+	return s.WaitReady(ctx, name)
+}
+
+// Launch starts a service that is not running, without waiting for it to be ready.
+func (s *Stack) Launch(name string) error {
 	s.mu.Lock()
 	running := s.procs[name] != nil
 	s.mu.Unlock()
@@ -204,7 +217,36 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 	s.mu.Lock()
 	s.procs[name] = p
 	s.mu.Unlock()
+	return nil
+}
+
+// WaitReady waits until a launched service's /readyz answers 200; it fails when the service is not
+// running, exits meanwhile, or is not ready within 30 seconds.
+func (s *Stack) WaitReady(ctx context.Context, name string) error {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%s is not running", name)
+	}
 	return s.waitReady(ctx, name, p)
+}
+
+// Running reports whether a service's process is running (started and not exited).
+func (s *Stack) Running(name string) bool {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err // for Stop
+		return false
+	default:
+		return true
+	}
 }
 
 // waitReady polls the service's /readyz until it answers 200, the process exits, or readyTimeout
