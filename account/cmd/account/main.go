@@ -29,6 +29,7 @@ import (
 
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/account/internal/seal"
+	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/service"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -292,7 +293,7 @@ func (c config) logAttrs() []any {
 	return []any{
 		"addr", c.HTTPAddr,
 		"database", redactDatabase(c.DatabaseURL),
-		"nats", redactURL(c.NATSURL),
+		"nats", bus.Redact(c.NATSURL),
 		"log_level", c.LogLevel,
 		"token_ttl", c.TokenTTL.String(),
 		"token_issuer", c.TokenIssuer,
@@ -310,21 +311,4 @@ func redactDatabase(dsn string) string {
 	}
 	c := cfg.ConnConfig
 	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
-}
-
-// redactURL hides the user information of u, which for NATS may be a token.
-func redactURL(raw string) string {
-	var out []string
-	for _, s := range strings.Split(raw, ",") {
-		u, err := url.Parse(strings.TrimSpace(s))
-		if err != nil {
-			out = append(out, "(unparsable)")
-			continue
-		}
-		if u.User != nil {
-			u.User = url.User("redacted")
-		}
-		out = append(out, u.String())
-	}
-	return strings.Join(out, ",")
 }
