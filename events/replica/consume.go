@@ -11,8 +11,8 @@ import (
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/internal/retry"
+	"github.com/authmesh/events/pg"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -318,14 +318,7 @@ func nakDelay(delivered uint64) time.Duration {
 // exception (22) and integrity constraint violation (23), are not transient; nor would retrying
 // help. Everything else, including errors of our own SQL, is retried rather than dead-lettered,
 // so that a bug or a missing table never throws events away.
-func transient(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
-		class := pgErr.Code[:2]
-		return class != "22" && class != "23"
-	}
-	return true
-}
+func transient(err error) bool { return !pg.DataError(err) }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -6,9 +6,9 @@ import (
 	"fmt"
 
 	"github.com/authmesh/events"
+	"github.com/authmesh/events/pg"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -182,8 +182,7 @@ func applySaved(ctx context.Context, tx pgx.Tx, seq uint64, e events.Event) (rea
 	}
 	if _, err := Apply(ctx, sp, seq, e); err != nil {
 		_ = sp.Rollback(ctx)
-		var pgErr *pgconn.PgError
-		if !transient(err) && errors.As(err, &pgErr) {
+		if pg.DataError(err) {
 			return "apply: " + err.Error(), nil
 		}
 		return "", err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/web"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -95,51 +96,9 @@ func NewLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// OpenDB opens a pool on url with the session limits every service uses (statement_timeout 5 s,
-// lock_timeout 2 s, idle_in_transaction_session_timeout 10 s), and checks that the database answers
-// within 10 seconds.
-func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse database url: %w", err)
-	}
-	rp := cfg.ConnConfig.RuntimeParams
-	for k, v := range map[string]string{
-		"statement_timeout":                   "5s",
-		"lock_timeout":                        "2s",
-		"idle_in_transaction_session_timeout": "10s",
-	} {
-		if _, ok := rp[k]; !ok {
-			rp[k] = v
-		}
-	}
-	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("database %s unreachable: %w", redact(url), err)
-	}
-	return pool, nil
-}
-
 // Conn is how the service connects to NATS, as client name (the service's name when empty).
 func (c Config) Conn(name string) bus.ConnConfig {
 	return bus.ConnConfig{URL: c.NATSURL, Creds: c.NATSCreds, Service: c.Name, Name: name}
-}
-
-// redact hides the password of a database URL.
-func redact(url string) string {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	c := cfg.ConnConfig
-	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
 }
 
 // Base is what every service opens at start. Close releases it.
@@ -155,7 +114,7 @@ type Base struct {
 // Open opens the database and NATS of cfg. Each must answer within 10 seconds; later outages
 // are ridden out by the loops that use them.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Base, error) {
-	pool, err := OpenDB(ctx, cfg.DatabaseURL)
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Config{})
 	if err != nil {
 		return nil, err
 	}

@@ -30,8 +30,8 @@ import (
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/account/internal/seal"
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/service"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func main() {
@@ -292,7 +292,7 @@ func parseTrustedProxies(v string) ([]netip.Prefix, error) {
 func (c config) logAttrs() []any {
 	return []any{
 		"addr", c.HTTPAddr,
-		"database", redactDatabase(c.DatabaseURL),
+		"database", pg.Redact(c.DatabaseURL),
 		"nats", bus.Redact(c.NATSURL),
 		"log_level", c.LogLevel,
 		"token_ttl", c.TokenTTL.String(),
@@ -302,13 +302,4 @@ func (c config) logAttrs() []any {
 		"trusted_proxies", fmt.Sprint(c.TrustedProxies),
 		"signing_key_secrets", c.Sealer.Len(),
 	}
-}
-
-func redactDatabase(dsn string) string {
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return "(unparsable)"
-	}
-	c := cfg.ConnConfig
-	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/authmesh/account/internal/postgres"
 	"github.com/authmesh/account/internal/token"
 	"github.com/authmesh/events/outbox"
+	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/service"
 )
 
@@ -57,7 +58,7 @@ func resealKeys(ctx context.Context, cfg config, log *slog.Logger, args []string
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	pool, err := service.OpenDB(ctx, cfg.DatabaseURL)
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Config{})
 	if err != nil {
 		return err
 	}
@@ -78,7 +79,7 @@ func outboxStatus(ctx context.Context, cfg config, log *slog.Logger, args []stri
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	pool, err := service.OpenDB(ctx, cfg.DatabaseURL)
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Config{})
 	if err != nil {
 		return err
 	}

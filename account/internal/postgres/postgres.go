@@ -6,13 +6,12 @@ package postgres
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
-	"net"
 
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/events/migrate"
 	"github.com/authmesh/events/outbox"
+	"github.com/authmesh/events/pg"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -49,45 +48,14 @@ type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// SQLSTATEs the store translates.
-const (
-	uniqueViolation       = "23505"
-	queryCanceled         = "57014" // statement_timeout
-	lockNotAvailable      = "55P03" // lock_timeout
-	serializationFailure  = "40001"
-	deadlockDetected      = "40P01"
-	adminShutdown         = "57P01"
-	cannotConnectNow      = "57P03"
-	tooManyConnections    = "53300"
-	idleInTransactionTerm = "25P03"
-)
-
 // dbError wraps err with account.ErrUnavailable when it says the database is down, overloaded or
-// too slow, so that the server answers 503 rather than 500.
+// too slow (pg.Unavailable), so that the server answers 503 rather than 500.
 func dbError(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if isUnavailable(err) {
+	if pg.Unavailable(err) {
 		return fmt.Errorf("%s: %w: %w", op, account.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-func isUnavailable(err error) bool {
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-		switch pgErr.Code {
-		case queryCanceled, lockNotAvailable, serializationFailure, deadlockDetected,
-			adminShutdown, cannotConnectNow, tooManyConnections, idleInTransactionTerm:
-			return true
-		}
-		return false
-	}
-	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
-		return true
-	}
-	if _, ok := errors.AsType[net.Error](err); ok {
-		return true
-	}
-	return pgconn.Timeout(err) || pgconn.SafeToRetry(err)
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/outbox"
+	"github.com/authmesh/events/pg"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // userRow is a row of users without the password hash.
@@ -97,7 +97,7 @@ func (s *Store) CreateUser(ctx context.Context, nu NewUser) (account.User, error
 		}
 		return addEvent(ctx, tx, events.UserCreated, u)
 	})
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == uniqueViolation && pgErr.ConstraintName == "users_email_lower_key" {
+	if pg.UniqueViolation(err, "users_email_lower_key") {
 		return account.User{}, account.ErrEmailTaken
 	}
 	if err != nil {

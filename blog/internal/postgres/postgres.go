@@ -9,14 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/authmesh/blog/internal/blog"
 	"github.com/authmesh/events/migrate"
+	"github.com/authmesh/events/pg"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -212,31 +211,8 @@ func translate(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return blog.ErrNotFound
 	}
-	if unavailable(err) {
+	if pg.Unavailable(err) {
 		return fmt.Errorf("%w: %w", blog.ErrUnavailable, err)
 	}
 	return err
-}
-
-// unavailable reports whether err means the database cannot serve right now (down, overloaded,
-// or too slow), as opposed to a bug.
-func unavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
-		return true
-	}
-	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
-		return true
-	}
-	if e, ok := errors.AsType[*pgconn.PgError](err); ok {
-		switch {
-		case strings.HasPrefix(e.Code, "08"), // connection exception
-			strings.HasPrefix(e.Code, "53"), // insufficient resources
-			e.Code == "57P01",               // admin shutdown
-			e.Code == "57P03",               // cannot connect now
-			e.Code == "57014",               // query canceled: statement_timeout
-			e.Code == "55P03":               // lock not available: lock_timeout
-			return true
-		}
-	}
-	return false
 }

@@ -20,9 +20,9 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/replica"
 	"github.com/authmesh/events/service"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -129,8 +129,7 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, synopsis string) int {
 // fail prints err as one line and returns ExitFailure.
 func (c *cli) fail(cmd string, err error) int {
 	msg := err.Error()
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+	if pg.UndefinedTable(err) {
 		msg = "the replica's tables do not exist in this database: has " + c.name + " ever started on it? (" + msg + ")"
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -164,7 +163,8 @@ func (c *cli) connect(ctx context.Context, withNATS bool) (*conns, error) {
 		return nil, err
 	}
 	cn := &conns{}
-	cn.pool, err = openDB(ctx, cfg.DatabaseURL)
+	// A small pool, without the services' session limits: a rebuild's statements may be long.
+	cn.pool, err = pg.Open(ctx, cfg.DatabaseURL, pg.Config{Unbounded: true, MaxConns: 4, ConnectTimeout: connectTimeout, PingTimeout: pingTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -183,30 +183,6 @@ func (c *cli) connect(ctx context.Context, withNATS bool) (*conns, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return cn, nil
-}
-
-// openDB opens a small pool on url without the services' statement timeout (a rebuild's
-// statements may be long) and checks that the database answers.
-func openDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	cfg.ConnConfig.ConnectTimeout = connectTimeout
-	cfg.MaxConns = 4
-	cc := cfg.ConnConfig
-	where := fmt.Sprintf("%s@%s:%d/%s", cc.User, cc.Host, cc.Port, cc.Database)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("database %s: %w", where, err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("database %s unreachable: %w", where, err)
-	}
-	return pool, nil
 }
 
 func (c *cli) status(ctx context.Context, args []string) int {

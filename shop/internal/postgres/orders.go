@@ -26,7 +26,7 @@ import (
 //
 // It returns *shop.UnknownProductsError when items name products that do not exist,
 // *shop.OutOfStockError for the first product (in id order) with too little stock, and
-// shop.ErrBusy when contention outlasts the retries. Stock never goes below zero: each product is
+// shop.ErrUnavailable when contention outlasts the retries. Stock never goes below zero: each product is
 // decremented only where enough remains, and rows are locked in product id order so that
 // concurrent orders cannot deadlock.
 func (s *Store) PlaceOrder(ctx context.Context, o shop.NewOrder, respond func(shop.Order) (shop.Response, error)) (resp shop.Response, replayed bool, err error) {

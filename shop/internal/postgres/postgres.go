@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/authmesh/events/migrate"
+	"github.com/authmesh/events/pg"
 	"github.com/authmesh/shop/internal/shop"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -48,11 +48,11 @@ const maxAttempts = 4
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := pgx.BeginFunc(ctx, s.pool, fn)
-		if err == nil || !retryable(err) {
+		if err == nil || !pg.Retryable(err) {
 			return dbError(err)
 		}
 		if attempt == maxAttempts {
-			return fmt.Errorf("%w: %d attempts: %w", shop.ErrBusy, attempt, err)
+			return fmt.Errorf("%w: %d attempts: %w", shop.ErrUnavailable, attempt, err)
 		}
 		s.retries.Add(1)
 		pause := time.Duration(attempt)*10*time.Millisecond + rand.N(10*time.Millisecond)
@@ -64,21 +64,12 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 }
 
-// retryable reports whether err aborted a transaction that may succeed if run again.
-func retryable(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	return pgErr.Code == "40001" || pgErr.Code == "40P01"
-}
-
-// dbError turns the errors a client could cause by contention into shop.ErrBusy, and leaves the
-// others as they are.
+// dbError wraps err with shop.ErrUnavailable when it says the database cannot serve right now
+// (pg.Unavailable: down, overloaded, a statement or lock timeout), so that the server answers 503
+// rather than 500, and leaves the others as they are.
 func dbError(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available: lock_timeout hit
-		return fmt.Errorf("%w: %w", shop.ErrBusy, err)
+	if pg.Unavailable(err) && !errors.Is(err, shop.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", shop.ErrUnavailable, err)
 	}
 	return err
 }

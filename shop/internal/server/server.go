@@ -101,8 +101,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.Is(err, shop.ErrIdempotencyKeyReused):
 		p = web.NewProblem(http.StatusUnprocessableEntity, web.CodeIdempotencyKeyReused,
 			"the Idempotency-Key was used before with a different request")
-	case errors.Is(err, shop.ErrBusy):
-		log.Warn("request failed: database busy", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w), "err", err)
+	case errors.Is(err, shop.ErrUnavailable):
+		log.Warn("request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w), "err", err)
 		p = web.Unavailable("the shop is busy, retry shortly", time.Second)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.

@@ -113,9 +113,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrIdempotencyKeyReused means the user sent the idempotency key before with another request.
 	ErrIdempotencyKeyReused = errors.New("idempotency key reused with another request")
-	// ErrBusy means the database could not serve the request in time because of contention; the
-	// client may retry.
-	ErrBusy = errors.New("database busy")
+	// ErrUnavailable means the database cannot serve right now (down, overloaded, too slow, or
+	// contention that outlasted the retries); the client may retry.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // OutOfStockError means an order asked for more of a product than is in stock; nothing was
