@@ -60,6 +60,20 @@ func (u User) HasRole(r string) bool { return u.Snapshot().HasRole(r) }
 // ActiveAdmin reports whether u can administer users: an admin whose status is active.
 func (u User) ActiveAdmin() bool { return u.HasRole(events.RoleAdmin) && u.Snapshot().Active() }
 
+// Cursor is the position after which a page of users starts: the sort key of the last user seen
+// (lists are oldest first: CreatedAt, then ID). The zero Cursor starts from the first user.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        uuid.UUID
+}
+
+// Page is the page of a list a request asks for: at most Limit items after After, or from the
+// start when After is nil.
+type Page struct {
+	Limit int
+	After *Cursor
+}
+
 // Field limits.
 const (
 	MinPassword    = 8   // characters (runes)

@@ -315,7 +315,7 @@ func TestListUsers(t *testing.T) {
 	}
 	var (
 		got   []uuid.UUID
-		after postgres.Cursor
+		after account.Cursor
 	)
 	for page := 0; ; page++ {
 		list, err := s.ListUsers(ctx, after, 2)
@@ -329,7 +329,7 @@ func TestListUsers(t *testing.T) {
 			break
 		}
 		last := list[len(list)-1]
-		after = postgres.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+		after = account.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
 		if page > 5 {
 			t.Fatal("paging does not end")
 		}

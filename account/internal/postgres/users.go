@@ -142,15 +142,8 @@ func (s *Store) Credentials(ctx context.Context, email string) (account.User, st
 	return r.user(), hash, nil
 }
 
-// Cursor is the position after which ListUsers continues: the creation time and id of the last
-// user of the previous page. The zero Cursor starts from the first user.
-type Cursor struct {
-	CreatedAt time.Time
-	ID        uuid.UUID
-}
-
 // ListUsers returns at most limit users after cursor, oldest first (ties broken by id).
-func (s *Store) ListUsers(ctx context.Context, after Cursor, limit int) ([]account.User, error) {
+func (s *Store) ListUsers(ctx context.Context, after account.Cursor, limit int) ([]account.User, error) {
 	const q = `SELECT ` + userColumns + ` FROM users
 		WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2)
 		ORDER BY created_at, id

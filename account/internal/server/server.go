@@ -138,15 +138,26 @@ func toJSON(u account.User) userJSON {
 	}
 }
 
-// pathID returns the user id of the request path; a malformed one is a 404, as for a user that
-// does not exist. Only the canonical 36-character form is an id.
-func pathID(r *http.Request) (uuid.UUID, error) {
-	s := r.PathValue("id")
-	id, err := uuid.Parse(s)
-	if err != nil || len(s) != 36 {
-		return uuid.Nil, web.NotFound("no such user")
+// errNoUser means a protected handler ran without Require: a wiring bug, hence a 500.
+var errNoUser = errors.New("no authenticated user in the request context")
+
+// user returns the user Require put in the request context.
+func user(r *http.Request) (events.User, error) {
+	u, ok := auth.UserFrom(r.Context())
+	if !ok {
+		return events.User{}, errNoUser
 	}
-	return id, nil
+	return u, nil
+}
+
+// parsePage reads ?limit= and ?cursor= as web.ParsePage does. An account.Cursor has the fields of
+// a web.Cursor, so the position converts as it is.
+func parsePage(r *http.Request) (account.Page, error) {
+	p, err := web.ParsePage(r)
+	if err != nil {
+		return account.Page{}, err
+	}
+	return account.Page{Limit: p.Limit, After: (*account.Cursor)(p.After)}, nil
 }
 
 // requireAdmin lets through only users holding the admin role; it goes inside the

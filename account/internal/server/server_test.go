@@ -123,3 +123,25 @@ func TestClientAddressBehindProxies(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerWithoutRequire: a protected handler reached without the authenticator (a wiring
+// bug, which Require rules out) answers a 500 internal, as every service does, and changes nothing.
+func TestHandlerWithoutRequire(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for name, h := range map[string]http.Handler{
+		"me":         handleMe(log, nil),
+		"get user":   handleGetUser(log, nil),
+		"set roles":  handleSetRoles(log, nil),
+		"set status": handleSetStatus(log, nil),
+	} {
+		r := httptest.NewRequest("PUT", "/", strings.NewReader(`{"roles":["user"],"status":"active"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.SetPathValue("id", "01a23305-e4ec-7eae-a6cc-ae7bc0edcb4e")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r) // a nil store: reaching it would panic
+		if w.Code != http.StatusInternalServerError || !strings.Contains(w.Body.String(), `"code":"internal"`) {
+			t.Errorf("%s without Require = %d %s, want 500 internal", name, w.Code, w.Body)
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"github.com/authmesh/account/internal/password"
 	"github.com/authmesh/account/internal/postgres"
 	"github.com/authmesh/events"
-	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/web"
 )
 
@@ -75,7 +74,11 @@ func handleRegister(log *slog.Logger, store *postgres.Store, hasher *password.Ha
 // handleMe answers the authenticated user.
 func handleMe(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		me, _ := auth.UserFrom(r.Context())
+		me, err := user(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		u, err := store.User(r.Context(), me.ID)
 		if err != nil {
 			writeError(w, r, log, err)
@@ -89,12 +92,16 @@ func handleMe(log *slog.Logger, store *postgres.Store) http.Handler {
 // that does not exist, so ids cannot be probed.
 func handleGetUser(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathID(r)
+		id, err := web.PathID(r, "user")
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		me, _ := auth.UserFrom(r.Context())
+		me, err := user(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		if me.ID != id && !me.HasRole(events.RoleAdmin) {
 			writeError(w, r, log, account.ErrNotFound)
 			return
@@ -111,14 +118,14 @@ func handleGetUser(log *slog.Logger, store *postgres.Store) http.Handler {
 // handleListUsers lists users oldest first, a page at a time.
 func handleListUsers(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		page, err := web.ParsePage(r)
+		page, err := parsePage(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		var after postgres.Cursor // the zero Cursor starts from the first user
+		var after account.Cursor // the zero Cursor starts from the first user
 		if page.After != nil {
-			after = postgres.Cursor(*page.After)
+			after = *page.After
 		}
 		// One user more than the page tells whether another page follows.
 		list, err := store.ListUsers(r.Context(), after, page.Limit+1)
@@ -159,7 +166,12 @@ func (r rolesRequest) Valid() []web.FieldError {
 // version, 409 last_admin when it would take the role from the last active admin.
 func handleSetRoles(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathID(r)
+		id, err := web.PathID(r, "user")
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		me, err := user(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -174,7 +186,6 @@ func handleSetRoles(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		me, _ := auth.UserFrom(r.Context())
 		log.InfoContext(r.Context(), "roles changed", "user_id", u.ID, "roles", u.Roles, "version", u.Version, "by", me.ID)
 		web.Encode(w, http.StatusOK, toJSON(u))
 	})
@@ -197,7 +208,12 @@ func (r statusRequest) Valid() []web.FieldError {
 // last_admin when it would disable the last active admin.
 func handleSetStatus(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathID(r)
+		id, err := web.PathID(r, "user")
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		me, err := user(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -212,7 +228,6 @@ func handleSetStatus(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		me, _ := auth.UserFrom(r.Context())
 		log.InfoContext(r.Context(), "status changed", "user_id", u.ID, "status", u.Status, "version", u.Version, "by", me.ID)
 		web.Encode(w, http.StatusOK, toJSON(u))
 	})

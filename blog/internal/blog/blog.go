@@ -43,21 +43,22 @@ type Post struct {
 	UpdatedAt  time.Time
 }
 
-// Key is the sort key of post lists, newest first: CreatedAt descending, then ID descending.
-type Key struct {
+// Cursor is the position after which a page of posts starts: the sort key of the last post seen
+// (lists are newest first: CreatedAt descending, then ID descending).
+type Cursor struct {
 	CreatedAt time.Time
 	ID        uuid.UUID
 }
 
-// Key returns the sort key of p.
-func (p Post) Key() Key { return Key{CreatedAt: p.CreatedAt, ID: p.ID} }
+// Cursor returns the position of p in post lists.
+func (p Post) Cursor() Cursor { return Cursor{CreatedAt: p.CreatedAt, ID: p.ID} }
 
 // Query selects one page of posts, newest first.
 type Query struct {
 	// AuthorID, unless uuid.Nil, keeps only that author's posts.
 	AuthorID uuid.UUID
 	// After, when set, starts the page after the post with this key.
-	After *Key
+	After *Cursor
 	// Limit is the most posts of the page, at least 1. A page may hold fewer, with Next set, when
 	// the store bounds the bytes of a page (postgres.PageBytes).
 	Limit int
@@ -67,7 +68,7 @@ type Query struct {
 type Page struct {
 	Posts []Post
 	// Next is the key to pass as Query.After for the next page; nil on the last page.
-	Next *Key
+	Next *Cursor
 }
 
 // CanEdit reports whether u may change p: only its author may.

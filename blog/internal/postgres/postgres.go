@@ -200,7 +200,7 @@ func (s *Store) List(ctx context.Context, query blog.Query) (blog.Page, error) {
 		page.Posts[i] = r.post()
 	}
 	if len(list) > 0 && int64(len(list)) < list[0].Candidates {
-		next := page.Posts[len(list)-1].Key()
+		next := page.Posts[len(list)-1].Cursor()
 		page.Next = &next
 	}
 	return page, nil

@@ -354,7 +354,7 @@ func TestListByteBudget(t *testing.T) {
 		{"limit 3", blog.Query{Limit: 3}, posts, budget},
 		{"limit 1", blog.Query{Limit: 1}, posts, budget},
 		{"by author", blog.Query{AuthorID: alice, Limit: 4}, alices, budget},
-		{"from a cursor", blog.Query{Limit: 5, After: ptr(posts[3].Key())}, posts[4:], budget},
+		{"from a cursor", blog.Query{Limit: 5, After: ptr(posts[3].Cursor())}, posts[4:], budget},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

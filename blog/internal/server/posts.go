@@ -59,7 +59,7 @@ func handleCreatePost(log *slog.Logger, store *postgres.Store) http.Handler {
 
 func handleListPosts(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q, err := pageQuery(r)
+		q, err := parsePage(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -75,7 +75,7 @@ func handleListPosts(log *slog.Logger, store *postgres.Store) http.Handler {
 
 func handleGetPost(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := postID(r)
+		id, err := web.PathID(r, "post")
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -104,7 +104,7 @@ func handleUpdatePost(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		id, err := postID(r)
+		id, err := web.PathID(r, "post")
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -146,7 +146,7 @@ func handleDeletePost(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		id, err := postID(r)
+		id, err := web.PathID(r, "post")
 		if err != nil {
 			writeError(w, r, log, err)
 			return

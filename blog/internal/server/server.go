@@ -53,18 +53,10 @@ func toJSON(p blog.Post) post {
 	}
 }
 
-// postID reads the {id} of the path; a malformed id names no post, so it is a 404.
-func postID(r *http.Request) (uuid.UUID, error) {
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		return uuid.Nil, blog.ErrNotFound
-	}
-	return id, nil
-}
-
-// pageQuery reads ?author_id=, then ?limit= and ?cursor= (web.ParsePage); anything malformed is
-// a 400. A blog.Key has the fields of a web.Cursor, so the position converts as it is.
-func pageQuery(r *http.Request) (blog.Query, error) {
+// parsePage reads ?author_id=, then ?limit= and ?cursor= as web.ParsePage does; anything
+// malformed is a 400. A blog.Cursor has the fields of a web.Cursor, so the position converts as it
+// is.
+func parsePage(r *http.Request) (blog.Query, error) {
 	var author uuid.UUID
 	if s := r.URL.Query().Get("author_id"); s != "" {
 		id, err := uuid.Parse(s)
@@ -77,7 +69,7 @@ func pageQuery(r *http.Request) (blog.Query, error) {
 	if err != nil {
 		return blog.Query{}, err
 	}
-	return blog.Query{AuthorID: author, After: (*blog.Key)(page.After), Limit: page.Limit}, nil
+	return blog.Query{AuthorID: author, After: (*blog.Cursor)(page.After), Limit: page.Limit}, nil
 }
 
 // fieldErrors converts the blog's field errors to the contract's.
@@ -110,7 +102,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	}
 	switch {
 	case errors.Is(err, blog.ErrNotFound):
-		web.NotFound("no post with this id").Write(w)
+		web.NotFound("no such post").Write(w)
 	case errors.Is(err, blog.ErrForbidden):
 		web.Forbidden("you may not do this to this post").Write(w)
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
