@@ -39,6 +39,12 @@ func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool}
 }
 
+// querier runs a query; *pgxpool.Pool and pgx.Tx are both one, so a read can run alone or inside
+// a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
 // maxAttempts bounds how often a transaction is tried when Postgres aborts it as a serialization
 // failure or a deadlock victim.
 const maxAttempts = 4

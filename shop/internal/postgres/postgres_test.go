@@ -2,13 +2,15 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	"github.com/authmesh/events/migrate"
 	"github.com/authmesh/events/pgtest"
 	"github.com/authmesh/shop/internal/shop"
 	"github.com/google/go-cmp/cmp"
@@ -53,12 +55,6 @@ func countRows(t *testing.T, s *Store, table string) int {
 		t.Fatalf("count %s: %v", table, err)
 	}
 	return n
-}
-
-// respond renders an order the way a handler would, so that replays can be compared byte for byte.
-func respond(o shop.Order) (shop.Response, error) {
-	b, err := json.Marshal(o)
-	return shop.Response{Status: 201, Body: b}, err
 }
 
 func order(user uuid.UUID, items ...shop.Item) shop.NewOrder {
@@ -151,16 +147,12 @@ func TestPlaceOrder(t *testing.T) {
 	b := mustProduct(t, s, "B", 1000, 5)
 	user := uuid.New()
 
-	resp, replayed, err := s.PlaceOrder(ctx, order(user, item(b, 2), item(a, 3)), respond)
+	placed, replayed, err := s.PlaceOrder(ctx, order(user, item(b, 2), item(a, 3)))
 	if err != nil || replayed {
 		t.Fatalf("PlaceOrder = %v, replayed %v", err, replayed)
 	}
-	var placed shop.Order
-	if err := json.Unmarshal(resp.Body, &placed); err != nil {
-		t.Fatal(err)
-	}
-	if resp.OrderID != placed.ID || resp.Status != 201 {
-		t.Errorf("response = %d for order %s, want 201 for %s", resp.Status, resp.OrderID, placed.ID)
+	if placed.ID == uuid.Nil || placed.CreatedAt.IsZero() || placed.CreatedAt.Location() != time.UTC {
+		t.Errorf("placed order %+v, want an id and a UTC created_at", placed)
 	}
 	want := shop.Order{
 		ID:     placed.ID,
@@ -208,7 +200,7 @@ func TestPlaceOrderAllOrNothing(t *testing.T) {
 	b := mustProduct(t, s, "B", 100, 1)
 	user := uuid.New()
 
-	_, _, err := s.PlaceOrder(ctx, order(user, item(a, 5), item(b, 2)), respond)
+	_, _, err := s.PlaceOrder(ctx, order(user, item(a, 5), item(b, 2)))
 	oos, ok := errors.AsType[*shop.OutOfStockError](err)
 	if !ok {
 		t.Fatalf("PlaceOrder(too many B) = %v, want *OutOfStockError", err)
@@ -219,7 +211,7 @@ func TestPlaceOrderAllOrNothing(t *testing.T) {
 	}
 
 	unknown := uuid.New()
-	_, _, err = s.PlaceOrder(ctx, order(user, item(a, 1), shop.Item{ProductID: unknown, Quantity: 1}), respond)
+	_, _, err = s.PlaceOrder(ctx, order(user, item(a, 1), shop.Item{ProductID: unknown, Quantity: 1}))
 	up, ok := errors.AsType[*shop.UnknownProductsError](err)
 	if !ok || len(up.IDs) != 1 || up.IDs[0] != unknown {
 		t.Fatalf("PlaceOrder(unknown product) = %v, want *UnknownProductsError naming %s", err, unknown)
@@ -249,7 +241,7 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 	)
 	for range clients {
 		wg.Go(func() {
-			_, _, err := s.PlaceOrder(ctx, order(uuid.New(), item(p, 1)), respond)
+			_, _, err := s.PlaceOrder(ctx, order(uuid.New(), item(p, 1)))
 			mu.Lock()
 			defer mu.Unlock()
 			_, oos := errors.AsType[*shop.OutOfStockError](err)
@@ -303,7 +295,7 @@ func TestConcurrentCrossOrders(t *testing.T) {
 			items = []shop.Item{item(b, 2), item(a, 1)}
 		}
 		wg.Go(func() {
-			if _, _, err := s.PlaceOrder(ctx, order(uuid.New(), items...), respond); err != nil {
+			if _, _, err := s.PlaceOrder(ctx, order(uuid.New(), items...)); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -337,22 +329,22 @@ func TestIdempotentReplay(t *testing.T) {
 		return o
 	}
 
-	first, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"), respond)
+	first, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"))
 	if err != nil || replayed {
 		t.Fatalf("first PlaceOrder = %v, replayed %v", err, replayed)
 	}
-	again, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"), respond)
+	again, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"))
 	if err != nil || !replayed {
-		t.Fatalf("retry PlaceOrder = %v, replayed %v; want the stored response", err, replayed)
+		t.Fatalf("retry PlaceOrder = %v, replayed %v; want the order placed first", err, replayed)
 	}
 	if diff := cmp.Diff(first, again); diff != "" {
-		t.Errorf("replayed response differs (-first +replay):\n%s", diff)
+		t.Errorf("replayed order differs (-first +replay):\n%s", diff)
 	}
 	if got := stockOf(t, s, p.ID); got != 8 {
 		t.Errorf("stock = %d after a replay, want 8 (one order)", got)
 	}
 
-	_, _, err = s.PlaceOrder(ctx, withKey(order(user, item(q, 1)), "k1", "h2"), respond)
+	_, _, err = s.PlaceOrder(ctx, withKey(order(user, item(q, 1)), "k1", "h2"))
 	if !errors.Is(err, shop.ErrIdempotencyKeyReused) {
 		t.Errorf("PlaceOrder(same key, other request) = %v, want ErrIdempotencyKeyReused", err)
 	}
@@ -361,9 +353,9 @@ func TestIdempotentReplay(t *testing.T) {
 	}
 
 	// Keys are per user.
-	theirs, replayed, err := s.PlaceOrder(ctx, withKey(order(other, item(p, 2)), "k1", "h1"), respond)
-	if err != nil || replayed || theirs.OrderID == first.OrderID {
-		t.Errorf("other user's PlaceOrder(same key) = %v, replayed %v, order %s; want a new order", err, replayed, theirs.OrderID)
+	theirs, replayed, err := s.PlaceOrder(ctx, withKey(order(other, item(p, 2)), "k1", "h1"))
+	if err != nil || replayed || theirs.ID == first.ID {
+		t.Errorf("other user's PlaceOrder(same key) = %v, replayed %v, order %s; want a new order", err, replayed, theirs.ID)
 	}
 	if n := countRows(t, s, "orders"); n != 2 {
 		t.Errorf("%d orders, want 2", n)
@@ -378,20 +370,20 @@ func TestIdempotencyKeyFreeAfterFailure(t *testing.T) {
 	o := order(uuid.New(), item(p, 3))
 	o.Idempotency = &shop.Idempotency{Key: "k", RequestHash: "h"}
 
-	if _, _, err := s.PlaceOrder(ctx, o, respond); err == nil {
+	if _, _, err := s.PlaceOrder(ctx, o); err == nil {
 		t.Fatalf("PlaceOrder(3 of 1) succeeded")
 	}
 	stock := int64(5)
 	if _, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Stock: &stock}); err != nil {
 		t.Fatal(err)
 	}
-	_, replayed, err := s.PlaceOrder(ctx, o, respond)
+	_, replayed, err := s.PlaceOrder(ctx, o)
 	if err != nil || replayed {
 		t.Errorf("retry after restock = %v, replayed %v; want a new order (a failure stores nothing)", err, replayed)
 	}
 }
 
-// TestIdempotentConcurrent sends one key 20 times at once: one order, one body for all.
+// TestIdempotentConcurrent sends one key 50 times at once: one order, the same order for all.
 func TestIdempotentConcurrent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -400,24 +392,24 @@ func TestIdempotentConcurrent(t *testing.T) {
 	o := order(uuid.New(), item(p, 1))
 	o.Idempotency = &shop.Idempotency{Key: "same", RequestHash: "h"}
 
-	const clients = 20
+	const clients = 50
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
-		bodies   = map[string]int{}
+		placed   []shop.Order
 		replays  int
 		failures []error
 	)
 	for range clients {
 		wg.Go(func() {
-			resp, replayed, err := s.PlaceOrder(ctx, o, respond)
+			got, replayed, err := s.PlaceOrder(ctx, o)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				failures = append(failures, err)
 				return
 			}
-			bodies[string(resp.Body)]++
+			placed = append(placed, got)
 			if replayed {
 				replays++
 			}
@@ -427,8 +419,13 @@ func TestIdempotentConcurrent(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d requests failed, first: %v", len(failures), failures[0])
 	}
-	if len(bodies) != 1 || replays != clients-1 {
-		t.Errorf("%d distinct bodies, %d replays; want 1 and %d", len(bodies), replays, clients-1)
+	if replays != clients-1 {
+		t.Errorf("%d replays, want %d", replays, clients-1)
+	}
+	for _, got := range placed[1:] {
+		if diff := cmp.Diff(placed[0], got); diff != "" {
+			t.Fatalf("orders returned differ (-one +another):\n%s", diff)
+		}
 	}
 	if n := countRows(t, s, "orders"); n != 1 {
 		t.Errorf("%d orders, want 1", n)
@@ -450,13 +447,13 @@ func TestOrdersPages(t *testing.T) {
 		if i%2 == 1 {
 			user = bob
 		}
-		resp, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)), respond)
+		placed, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		all = append([]uuid.UUID{resp.OrderID}, all...)
+		all = append([]uuid.UUID{placed.ID}, all...)
 		if user == alice {
-			mine = append([]uuid.UUID{resp.OrderID}, mine...)
+			mine = append([]uuid.UUID{placed.ID}, mine...)
 		}
 	}
 	collect := func(user uuid.UUID, limit int) []uuid.UUID {
@@ -501,7 +498,7 @@ func TestPruneIdempotencyKeys(t *testing.T) {
 	for _, key := range []string{"old1", "old2", "new"} {
 		o := order(user, item(p, 1))
 		o.Idempotency = &shop.Idempotency{Key: key, RequestHash: "h"}
-		if _, _, err := s.PlaceOrder(ctx, o, respond); err != nil {
+		if _, _, err := s.PlaceOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -530,5 +527,69 @@ func TestPruneIdempotencyKeys(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"new"}, keys); diff != "" {
 		t.Errorf("keys left (-want +got):\n%s", diff)
+	}
+}
+
+// TestMigrateIdempotencyKeys upgrades a database whose keys stored the HTTP response (migration
+// 001 alone) and checks that each key still replays the order it placed: one with its order_id
+// set, as the old code left every key, and one whose order only the stored body names. A key that
+// names no order cannot be replayed and is dropped.
+func TestMigrateIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	first, err := fs.ReadFile(migrations, "migrations/001_shop.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate.Apply(ctx, pool, "shop", fstest.MapFS{"001_shop.sql": {Data: first}}, "."); err != nil {
+		t.Fatalf("apply 001: %v", err)
+	}
+	user, product, stored, bodyOnly := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	body := func(id uuid.UUID) []byte {
+		return fmt.Appendf(nil, `{"id":"%s","user_id":"%s","items":[{"product_id":"%s","quantity":1,"price_cents":100}],"total_cents":100,"status":"placed","created_at":"2026-12-01T10:00:00Z"}`+"\n", id, user, product)
+	}
+	seed := []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO products (id, name, price_cents, stock) VALUES ($1, 'P', 100, 10)`, []any{product}},
+		{`INSERT INTO orders (id, user_id, total_cents) VALUES ($1, $3, 100), ($2, $3, 100)`, []any{stored, bodyOnly, user}},
+		{`INSERT INTO order_items (order_id, position, product_id, quantity, price_cents) VALUES ($1, 0, $3, 1, 100), ($2, 0, $3, 1, 100)`, []any{stored, bodyOnly, product}},
+		{`INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response_body, order_id) VALUES
+			($1, 'stored', 'h', 201, $2, $3), ($1, 'body-only', 'h', 201, $4, NULL), ($1, 'no-order', 'h', NULL, NULL, NULL)`,
+			[]any{user, body(stored), stored, body(bodyOnly)}},
+	}
+	for _, st := range seed {
+		if _, err := pool.Exec(ctx, st.sql, st.args...); err != nil {
+			t.Fatalf("%s: %v", st.sql, err)
+		}
+	}
+
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	s := New(pool)
+	for _, tt := range []struct {
+		key      string
+		replayed bool
+		order    uuid.UUID // when replayed
+	}{
+		{"stored", true, stored},
+		{"body-only", true, bodyOnly},
+		{"no-order", false, uuid.Nil},
+	} {
+		o := order(user, shop.Item{ProductID: product, Quantity: 1})
+		o.Idempotency = &shop.Idempotency{Key: tt.key, RequestHash: "h"}
+		got, replayed, err := s.PlaceOrder(ctx, o)
+		if err != nil || replayed != tt.replayed || (tt.replayed && got.ID != tt.order) {
+			t.Errorf("PlaceOrder(key %s) = order %s, replayed %v, %v; want replayed %v of %s", tt.key, got.ID, replayed, err, tt.replayed, tt.order)
+		}
+	}
+	var left int
+	const q = `SELECT count(*) FROM information_schema.columns
+		WHERE table_name = 'idempotency_keys' AND column_name IN ('status_code', 'response_body')`
+	if err := pool.QueryRow(ctx, q).Scan(&left); err != nil || left != 0 {
+		t.Errorf("response columns left after the migration: %d, %v; want 0", left, err)
 	}
 }

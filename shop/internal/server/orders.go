@@ -155,14 +155,7 @@ func handlePlaceOrder(log *slog.Logger, store *postgres.Store) http.Handler {
 			}
 			no.Idempotency = &shop.Idempotency{Key: key, RequestHash: hash}
 		}
-		respond := func(o shop.Order) (shop.Response, error) {
-			body, err := json.Marshal(toOrder(o))
-			if err != nil {
-				return shop.Response{}, fmt.Errorf("encode order: %w", err)
-			}
-			return shop.Response{Status: http.StatusCreated, Body: append(body, '\n')}, nil
-		}
-		resp, replayed, err := store.PlaceOrder(r.Context(), no, respond)
+		o, replayed, err := store.PlaceOrder(r.Context(), no)
 		if unknown, ok := errors.AsType[*shop.UnknownProductsError](err); ok {
 			err = web.Invalid(unknownItems(no.Items, unknown.IDs))
 		}
@@ -170,14 +163,14 @@ func handlePlaceOrder(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
+		// A replay renders the order it reads again as the first response rendered it when placed:
+		// the order never changes, so the body is the same, byte for byte.
 		h := w.Header()
-		h.Set("Content-Type", "application/json")
-		h.Set("Location", "/v1/orders/"+resp.OrderID.String())
+		h.Set("Location", "/v1/orders/"+o.ID.String())
 		if replayed {
 			h.Set("Idempotent-Replayed", "true")
 		}
-		w.WriteHeader(resp.Status)
-		_, _ = w.Write(resp.Body)
+		web.Encode(w, http.StatusCreated, toOrder(o))
 	})
 }
 
