@@ -15,9 +15,19 @@ import (
 	"github.com/authmesh/shop/internal/shop"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newStore(t *testing.T) *Store {
+	t.Helper()
+	return New(migrated(t), nil)
+}
+
+// migrated returns a pool on a fresh database with the shop's tables.
+func migrated(t *testing.T) *pgxpool.Pool {
 	t.Helper()
 	pool := pgtest.NewPool(t)
 	if err := Migrate(context.Background(), pool); err != nil {
@@ -27,7 +37,23 @@ func newStore(t *testing.T) *Store {
 	if err := Migrate(context.Background(), pool); err != nil {
 		t.Fatalf("Migrate again: %v", err)
 	}
-	return New(pool)
+	return pool
+}
+
+// counterValue returns the value of the counter name gathered from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s registered", name)
+	return 0
 }
 
 func mustProduct(t *testing.T, s *Store, name string, price, stock int64) shop.Product {
@@ -279,7 +305,8 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 func TestConcurrentCrossOrders(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t)
+	reg := prometheus.NewRegistry()
+	s := New(migrated(t), reg)
 	a := mustProduct(t, s, "A", 100, 1000)
 	b := mustProduct(t, s, "B", 100, 1000)
 
@@ -312,8 +339,8 @@ func TestConcurrentCrossOrders(t *testing.T) {
 	if got := stockOf(t, s, b.ID); got != 1000-2*clients {
 		t.Errorf("stock of B = %d, want %d", got, 1000-2*clients)
 	}
-	if n := s.retries.Load(); n != 0 {
-		t.Errorf("%d transactions retried after a deadlock or serialization failure, want 0", n)
+	if n := counterValue(t, reg, "shop_transaction_retries_total"); n != 0 {
+		t.Errorf("%v transactions retried after a deadlock or serialization failure, want 0", n)
 	}
 }
 
@@ -569,7 +596,7 @@ func TestMigrateIdempotencyKeys(t *testing.T) {
 	if err := Migrate(ctx, pool); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	s := New(pool)
+	s := New(pool, nil)
 	for _, tt := range []struct {
 		key      string
 		replayed bool
@@ -591,5 +618,46 @@ func TestMigrateIdempotencyKeys(t *testing.T) {
 		WHERE table_name = 'idempotency_keys' AND column_name IN ('status_code', 'response_body')`
 	if err := pool.QueryRow(ctx, q).Scan(&left); err != nil || left != 0 {
 		t.Errorf("response columns left after the migration: %d, %v; want 0", left, err)
+	}
+}
+
+// TestRetries checks that a transaction aborted as a serialization failure or a deadlock victim
+// runs again, each retry counted, and that one aborted every time ends as shop.ErrUnavailable.
+func TestRetries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	s := New(migrated(t), reg)
+	abortFirst := func(n int, code string) func(pgx.Tx) error {
+		calls := 0
+		return func(pgx.Tx) error {
+			if calls++; calls <= n {
+				return fmt.Errorf("update: %w", &pgconn.PgError{Code: code})
+			}
+			return nil
+		}
+	}
+	const retries = "shop_transaction_retries_total"
+	if err := s.inTx(ctx, abortFirst(1, "40001")); err != nil {
+		t.Errorf("inTx(serialization failure once) = %v, want nil", err)
+	}
+	if err := s.inTx(ctx, abortFirst(2, "40P01")); err != nil {
+		t.Errorf("inTx(deadlock twice) = %v, want nil", err)
+	}
+	if got := counterValue(t, reg, retries); got != 3 {
+		t.Errorf("%s = %v, want 3", retries, got)
+	}
+	if err := s.inTx(ctx, abortFirst(maxAttempts, "40001")); !errors.Is(err, shop.ErrUnavailable) {
+		t.Errorf("inTx(aborted every time) = %v, want ErrUnavailable", err)
+	}
+	if got := counterValue(t, reg, retries); got != 3+maxAttempts-1 {
+		t.Errorf("%s = %v, want %d", retries, got, 3+maxAttempts-1)
+	}
+	// Another store on the same registry counts into the same counter.
+	if err := New(s.pool, reg).inTx(ctx, abortFirst(1, "40001")); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(t, reg, retries); got != 3+maxAttempts {
+		t.Errorf("%s = %v after a second store retried, want %d", retries, got, 3+maxAttempts)
 	}
 }

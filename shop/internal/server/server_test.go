@@ -67,7 +67,7 @@ func newEnv(t *testing.T) *env {
 		aliceTok: authtest.NewUser(),
 		bobTok:   authtest.NewUser(events.RoleModerator),
 	}
-	mux := server.New(log, postgres.New(pool), users)
+	mux := server.New(log, postgres.New(pool, nil), users)
 	srv := httptest.NewServer(web.Handler(mux, log, prometheus.NewRegistry()))
 	t.Cleanup(srv.Close)
 	return &env{t: t, url: srv.URL, users: users}
