@@ -81,7 +81,8 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 		pause := time.Duration(attempt)*10*time.Millisecond + rand.N(10*time.Millisecond)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			// Classified as any other error: a deadline is ErrUnavailable, as when a query hits it.
+			return dbError(ctx.Err())
 		case <-time.After(pause):
 		}
 	}

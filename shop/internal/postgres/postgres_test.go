@@ -653,11 +653,119 @@ func TestRetries(t *testing.T) {
 	if got := counterValue(t, reg, retries); got != 3+maxAttempts-1 {
 		t.Errorf("%s = %v, want %d", retries, got, 3+maxAttempts-1)
 	}
+	// A deadline that passes while an aborted transaction waits to run again ends it as any query
+	// it cut short would: ErrUnavailable.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := s.inTx(short, func(pgx.Tx) error {
+		<-short.Done()
+		return &pgconn.PgError{Code: "40001"}
+	})
+	if !errors.Is(err, shop.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("inTx(deadline during the pause) = %v, want ErrUnavailable wrapping the deadline", err)
+	}
+	retried := counterValue(t, reg, retries)
 	// Another store on the same registry counts into the same counter.
 	if err := New(s.pool, reg).inTx(ctx, abortFirst(1, "40001")); err != nil {
 		t.Fatal(err)
 	}
-	if got := counterValue(t, reg, retries); got != 3+maxAttempts {
-		t.Errorf("%s = %v after a second store retried, want %d", retries, got, 3+maxAttempts)
+	if got := counterValue(t, reg, retries); got != retried+1 {
+		t.Errorf("%s = %v after a second store retried, want %v", retries, got, retried+1)
+	}
+}
+
+// TestUnavailable holds locks on the shop's tables from another session while each method of the
+// store runs on a pool whose sessions give up on a statement (or a lock wait) after 100 ms. Every
+// method must report shop.ErrUnavailable (the server's 503), whichever of its statements times out.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := Migrate(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	seed := New(admin, nil)
+	p := mustProduct(t, seed, "P", 100, 100)
+	user := uuid.New()
+	placed, _, err := seed.PlaceOrder(ctx, order(user, item(p, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKey := order(user, item(p, 1))
+	withKey.Idempotency = &shop.Idempotency{Key: "k", RequestHash: "h"}
+	stock := int64(5)
+
+	const all = "products, orders, order_items, idempotency_keys"
+	calls := []struct {
+		name, locked string
+		call         func(s *Store) error
+	}{
+		{"CreateProduct", all, func(s *Store) error {
+			_, err := s.CreateProduct(ctx, shop.NewProduct{Name: "Q", PriceCents: 1, Stock: 1})
+			return err
+		}},
+		{"Product", all, func(s *Store) error { _, err := s.Product(ctx, p.ID); return err }},
+		{"UpdateProduct", all, func(s *Store) error {
+			_, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Stock: &stock})
+			return err
+		}},
+		{"Products", all, func(s *Store) error { _, _, err := s.Products(ctx, shop.Page{Limit: 10}); return err }},
+		{"Order", all, func(s *Store) error { _, err := s.Order(ctx, placed.ID); return err }},
+		{"Order, reading its items", "order_items", func(s *Store) error { _, err := s.Order(ctx, placed.ID); return err }},
+		{"Orders", all, func(s *Store) error { _, _, err := s.Orders(ctx, uuid.Nil, shop.Page{Limit: 10}); return err }},
+		{"Orders of a user, reading their items", "order_items", func(s *Store) error {
+			_, _, err := s.Orders(ctx, user, shop.Page{Limit: 10})
+			return err
+		}},
+		{"PlaceOrder, checking products", "products", func(s *Store) error {
+			_, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)))
+			return err
+		}},
+		{"PlaceOrder, inserting the order", "orders", func(s *Store) error {
+			_, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)))
+			return err
+		}},
+		{"PlaceOrder, claiming the key", "idempotency_keys", func(s *Store) error {
+			_, _, err := s.PlaceOrder(ctx, withKey)
+			return err
+		}},
+		{"PruneIdempotencyKeys", all, func(s *Store) error {
+			_, err := s.PruneIdempotencyKeys(ctx, time.Hour, 10)
+			return err
+		}},
+	}
+	for _, limit := range []string{"statement_timeout", "lock_timeout"} {
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams[limit] = "100ms"
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		s := New(pool, nil)
+		for _, c := range calls {
+			lock, err := admin.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lock.Exec(ctx, "LOCK TABLE "+c.locked+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			err = c.call(s)
+			if err := lock.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !errors.Is(err, shop.ErrUnavailable) {
+				t.Errorf("%s with %s 100ms and %s locked = %v, want ErrUnavailable", c.name, limit, c.locked, err)
+			}
+		}
 	}
 }
