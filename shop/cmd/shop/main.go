@@ -75,7 +75,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	store := postgres.New(base.Pool)
+	store := postgres.New(base.Pool, base.Metrics)
 	mux := server.New(log, store, svc.Auth)
 	prune := func(ctx context.Context) error {
 		pruneIdempotencyKeys(ctx, store, log)

@@ -15,95 +15,81 @@ import (
 )
 
 // PlaceOrder places o in one transaction: it takes every item from stock at its current price,
-// all or nothing, and records the order. respond renders the response to the new order; it is
-// called inside the transaction, and with o.Idempotency set its result is stored under the key in
-// the same transaction.
+// all or nothing, records the order and returns it.
 //
-// With o.Idempotency set and the key already used by o.UserID, nothing is created: the stored
-// response is returned with replayed true when the request hash matches, and
-// shop.ErrIdempotencyKeyReused otherwise. A request racing another with the same key waits until
-// the first commits (and replays it) or rolls back (and places the order itself).
+// With o.Idempotency set, the key is recorded with the order, in the same transaction. When
+// o.UserID has used the key already, nothing is created: the order the key placed is read again
+// and returned with replayed true when the request hash matches, and
+// shop.ErrIdempotencyKeyReused is returned otherwise. A request racing another with the same key
+// waits until the first commits (and replays its order) or rolls back (and places the order
+// itself). An order that fails records no key, so only a placed order is ever replayed.
 //
 // It returns *shop.UnknownProductsError when items name products that do not exist,
 // *shop.OutOfStockError for the first product (in id order) with too little stock, and
-// shop.ErrUnavailable when contention outlasts the retries. Stock never goes below zero: each product is
-// decremented only where enough remains, and rows are locked in product id order so that
-// concurrent orders cannot deadlock.
-func (s *Store) PlaceOrder(ctx context.Context, o shop.NewOrder, respond func(shop.Order) (shop.Response, error)) (resp shop.Response, replayed bool, err error) {
+// shop.ErrUnavailable when the database cannot serve or contention outlasts the retries. Stock
+// never goes below zero: each product is decremented only where enough remains.
+//
+// Locks are taken in one order: the idempotency key first, then the products in product id order.
+// Requests with the same key therefore queue on the key before touching any stock, and two orders
+// of the same products wait for each other instead of deadlocking.
+func (s *Store) PlaceOrder(ctx context.Context, o shop.NewOrder) (order shop.Order, replayed bool, err error) {
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		resp, replayed = shop.Response{}, false
+		replayed = false
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("new order id: %w", err)
+		}
 		if o.Idempotency != nil {
-			stored, found, err := claimKey(ctx, tx, o.UserID, *o.Idempotency)
-			if err != nil || found {
-				resp, replayed = stored, found
+			placed, err := claimKey(ctx, tx, o.UserID, *o.Idempotency, id)
+			if err != nil {
+				return err
+			}
+			if placed != id {
+				replayed = true
+				order, err = readOrder(ctx, tx, placed)
 				return err
 			}
 		}
-		order, err := placeOrder(ctx, tx, o)
-		if err != nil {
-			return err
-		}
-		if resp, err = respond(order); err != nil {
-			return fmt.Errorf("respond to order %s: %w", order.ID, err)
-		}
-		resp.OrderID = order.ID
-		if o.Idempotency != nil {
-			return storeResponse(ctx, tx, o.UserID, o.Idempotency.Key, resp)
-		}
-		return nil
+		order, err = placeOrder(ctx, tx, id, o)
+		return err
 	})
 	if err != nil {
-		return shop.Response{}, false, err
+		return shop.Order{}, false, err
 	}
-	return resp, replayed, nil
+	return order, replayed, nil
 }
 
-// claimKey inserts the idempotency key, or, when the user used it already, returns its stored
-// response (found true) or shop.ErrIdempotencyKeyReused.
-func claimKey(ctx context.Context, tx pgx.Tx, userID uuid.UUID, idem shop.Idempotency) (shop.Response, bool, error) {
-	// A concurrent transaction holding the same key makes this wait until it ends.
-	const insert = `INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
+// claimKey records the idempotency key for the order id about to be placed and returns id, or,
+// when the user used the key already, returns the id of the order it placed then, or
+// shop.ErrIdempotencyKeyReused when the request differs.
+func claimKey(ctx context.Context, tx pgx.Tx, userID uuid.UUID, idem shop.Idempotency, id uuid.UUID) (uuid.UUID, error) {
+	// A concurrent transaction holding the same key makes this wait until it ends. The order row
+	// does not exist yet: the foreign key is checked at commit (migration 002).
+	const insert = `INSERT INTO idempotency_keys (user_id, key, request_hash, order_id) VALUES ($1, $2, $3, $4)
 		ON CONFLICT DO NOTHING`
-	tag, err := tx.Exec(ctx, insert, userID, idem.Key, idem.RequestHash)
+	tag, err := tx.Exec(ctx, insert, userID, idem.Key, idem.RequestHash, id)
 	if err != nil {
-		return shop.Response{}, false, fmt.Errorf("claim idempotency key: %w", err)
+		return uuid.Nil, fmt.Errorf("claim idempotency key: %w", err)
 	}
 	if tag.RowsAffected() == 1 {
-		return shop.Response{}, false, nil
+		return id, nil
 	}
-	const q = `SELECT request_hash, status_code, response_body, order_id FROM idempotency_keys
-		WHERE user_id = $1 AND key = $2`
+	const q = `SELECT request_hash, order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2`
 	var (
-		hash    string
-		status  *int
-		body    []byte
-		orderID *uuid.UUID
+		hash   string
+		placed uuid.UUID
 	)
-	if err := tx.QueryRow(ctx, q, userID, idem.Key).Scan(&hash, &status, &body, &orderID); err != nil {
-		return shop.Response{}, false, fmt.Errorf("read idempotency key: %w", err)
+	if err := tx.QueryRow(ctx, q, userID, idem.Key).Scan(&hash, &placed); err != nil {
+		return uuid.Nil, fmt.Errorf("read idempotency key: %w", err)
 	}
 	if hash != idem.RequestHash {
-		return shop.Response{}, false, shop.ErrIdempotencyKeyReused
+		return uuid.Nil, shop.ErrIdempotencyKeyReused
 	}
-	if status == nil || orderID == nil {
-		// Rows are completed in the transaction that inserts them, so this cannot happen.
-		return shop.Response{}, false, fmt.Errorf("idempotency key of user %s has no response", userID)
-	}
-	return shop.Response{Status: *status, Body: body, OrderID: *orderID}, true, nil
+	return placed, nil
 }
 
-// storeResponse records the response under the idempotency key claimed by claimKey.
-func storeResponse(ctx context.Context, tx pgx.Tx, userID uuid.UUID, key string, resp shop.Response) error {
-	const q = `UPDATE idempotency_keys SET status_code = $3, response_body = $4, order_id = $5
-		WHERE user_id = $1 AND key = $2`
-	if _, err := tx.Exec(ctx, q, userID, key, resp.Status, resp.Body, resp.OrderID); err != nil {
-		return fmt.Errorf("store idempotent response: %w", err)
-	}
-	return nil
-}
-
-// placeOrder takes the items from stock and inserts the order.
-func placeOrder(ctx context.Context, tx pgx.Tx, o shop.NewOrder) (shop.Order, error) {
+// placeOrder takes the items from stock and inserts the order under id.
+func placeOrder(ctx context.Context, tx pgx.Tx, id uuid.UUID, o shop.NewOrder) (shop.Order, error) {
 	ids := make([]uuid.UUID, len(o.Items))
 	for i, it := range o.Items {
 		ids[i] = it.ProductID
@@ -142,10 +128,6 @@ func placeOrder(ctx context.Context, tx pgx.Tx, o shop.NewOrder) (shop.Order, er
 		return shop.Order{}, fmt.Errorf("take from stock: %w", err)
 	}
 
-	id, err := uuid.NewV7()
-	if err != nil {
-		return shop.Order{}, fmt.Errorf("new order id: %w", err)
-	}
 	order := shop.Order{ID: id, UserID: o.UserID, Status: shop.OrderPlaced, Items: make([]shop.Item, len(o.Items))}
 	positions := make([]int32, len(o.Items))
 	products := make([]uuid.UUID, len(o.Items))
@@ -224,8 +206,14 @@ const orderColumns = `id, user_id, total_cents, status, created_at`
 
 // Order returns the order with the given id, or shop.ErrNotFound.
 func (s *Store) Order(ctx context.Context, id uuid.UUID) (shop.Order, error) {
+	return readOrder(ctx, s.pool, id)
+}
+
+// readOrder reads the order with the given id on db (the pool, or the transaction of a replay), or
+// returns shop.ErrNotFound.
+func readOrder(ctx context.Context, db querier, id uuid.UUID) (shop.Order, error) {
 	const q = `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
-	orders, err := s.orders(ctx, q, id)
+	orders, err := readOrders(ctx, db, q, id)
 	if err != nil {
 		return shop.Order{}, fmt.Errorf("order %s: %w", id, err)
 	}
@@ -254,9 +242,9 @@ func (s *Store) Orders(ctx context.Context, userID uuid.UUID, page shop.Page) ([
 		err    error
 	)
 	if userID == uuid.Nil {
-		orders, err = s.orders(ctx, all, before, beforeID, page.Limit+1)
+		orders, err = readOrders(ctx, s.pool, all, before, beforeID, page.Limit+1)
 	} else {
-		orders, err = s.orders(ctx, users, before, beforeID, page.Limit+1, userID)
+		orders, err = readOrders(ctx, s.pool, users, before, beforeID, page.Limit+1, userID)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("list orders: %w", err)
@@ -270,10 +258,10 @@ func (s *Store) Orders(ctx context.Context, userID uuid.UUID, page shop.Page) ([
 	return orders, next, nil
 }
 
-// orders runs q, which selects orderColumns, and fills in the items of the orders it finds.
-// Orders never change once placed, so the two reads need no transaction.
-func (s *Store) orders(ctx context.Context, q string, args ...any) ([]shop.Order, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
+// readOrders runs q on db, where q selects orderColumns, and fills in the items of the orders it
+// finds. Orders never change once placed, so the two reads need no transaction of their own.
+func readOrders(ctx context.Context, db querier, q string, args ...any) ([]shop.Order, error) {
+	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, dbError(err)
 	}
@@ -294,7 +282,7 @@ func (s *Store) orders(ctx context.Context, q string, args ...any) ([]shop.Order
 	}
 	const qi = `SELECT order_id, product_id, quantity, price_cents FROM order_items
 		WHERE order_id = ANY($1) ORDER BY order_id, position`
-	rows, err = s.pool.Query(ctx, qi, ids)
+	rows, err = db.Query(ctx, qi, ids)
 	if err != nil {
 		return nil, fmt.Errorf("items: %w", dbError(err))
 	}

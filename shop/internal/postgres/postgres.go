@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
 	"github.com/authmesh/events/migrate"
@@ -17,6 +16,7 @@ import (
 	"github.com/authmesh/shop/internal/shop"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 //go:embed migrations/*.sql
@@ -30,13 +30,36 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // Store reads and writes the shop's tables. It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
-	// retries counts transactions run again after a serialization failure or a deadlock.
-	retries atomic.Int64
+	// retries counts transactions run again after a serialization failure or a deadlock. Orders
+	// lock in one order, so a steady rate means some statement broke it.
+	retries prometheus.Counter
 }
 
-// New returns a store on pool; the caller closes the pool.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
+// New returns a store on pool; the caller closes the pool. The store's metric
+// (shop_transaction_retries_total) is registered on reg unless reg is nil; a store made later on
+// the same registry shares the counter.
+func New(pool *pgxpool.Pool, reg prometheus.Registerer) *Store {
+	retries := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shop_transaction_retries_total",
+		Help: "Transactions run again after Postgres aborted them as a serialization failure or a deadlock victim.",
+	})
+	if reg != nil {
+		// The one other error, a collector of this name but another help or type, cannot happen
+		// in a registry that only shop's code fills; the counter then counts unexported.
+		err := reg.Register(retries)
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if c, ok := are.ExistingCollector.(prometheus.Counter); ok {
+				retries = c
+			}
+		}
+	}
+	return &Store{pool: pool, retries: retries}
+}
+
+// querier runs a query; *pgxpool.Pool and pgx.Tx are both one, so a read can run alone or inside
+// a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // maxAttempts bounds how often a transaction is tried when Postgres aborts it as a serialization
@@ -54,11 +77,12 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 		if attempt == maxAttempts {
 			return fmt.Errorf("%w: %d attempts: %w", shop.ErrUnavailable, attempt, err)
 		}
-		s.retries.Add(1)
+		s.retries.Inc()
 		pause := time.Duration(attempt)*10*time.Millisecond + rand.N(10*time.Millisecond)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			// Classified as any other error: a deadline is ErrUnavailable, as when a query hits it.
+			return dbError(ctx.Err())
 		case <-time.After(pause):
 		}
 	}

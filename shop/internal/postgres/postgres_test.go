@@ -2,20 +2,32 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	"github.com/authmesh/events/migrate"
 	"github.com/authmesh/events/pgtest"
 	"github.com/authmesh/shop/internal/shop"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newStore(t *testing.T) *Store {
+	t.Helper()
+	return New(migrated(t), nil)
+}
+
+// migrated returns a pool on a fresh database with the shop's tables.
+func migrated(t *testing.T) *pgxpool.Pool {
 	t.Helper()
 	pool := pgtest.NewPool(t)
 	if err := Migrate(context.Background(), pool); err != nil {
@@ -25,7 +37,23 @@ func newStore(t *testing.T) *Store {
 	if err := Migrate(context.Background(), pool); err != nil {
 		t.Fatalf("Migrate again: %v", err)
 	}
-	return New(pool)
+	return pool
+}
+
+// counterValue returns the value of the counter name gathered from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s registered", name)
+	return 0
 }
 
 func mustProduct(t *testing.T, s *Store, name string, price, stock int64) shop.Product {
@@ -53,12 +81,6 @@ func countRows(t *testing.T, s *Store, table string) int {
 		t.Fatalf("count %s: %v", table, err)
 	}
 	return n
-}
-
-// respond renders an order the way a handler would, so that replays can be compared byte for byte.
-func respond(o shop.Order) (shop.Response, error) {
-	b, err := json.Marshal(o)
-	return shop.Response{Status: 201, Body: b}, err
 }
 
 func order(user uuid.UUID, items ...shop.Item) shop.NewOrder {
@@ -151,16 +173,12 @@ func TestPlaceOrder(t *testing.T) {
 	b := mustProduct(t, s, "B", 1000, 5)
 	user := uuid.New()
 
-	resp, replayed, err := s.PlaceOrder(ctx, order(user, item(b, 2), item(a, 3)), respond)
+	placed, replayed, err := s.PlaceOrder(ctx, order(user, item(b, 2), item(a, 3)))
 	if err != nil || replayed {
 		t.Fatalf("PlaceOrder = %v, replayed %v", err, replayed)
 	}
-	var placed shop.Order
-	if err := json.Unmarshal(resp.Body, &placed); err != nil {
-		t.Fatal(err)
-	}
-	if resp.OrderID != placed.ID || resp.Status != 201 {
-		t.Errorf("response = %d for order %s, want 201 for %s", resp.Status, resp.OrderID, placed.ID)
+	if placed.ID == uuid.Nil || placed.CreatedAt.IsZero() || placed.CreatedAt.Location() != time.UTC {
+		t.Errorf("placed order %+v, want an id and a UTC created_at", placed)
 	}
 	want := shop.Order{
 		ID:     placed.ID,
@@ -208,7 +226,7 @@ func TestPlaceOrderAllOrNothing(t *testing.T) {
 	b := mustProduct(t, s, "B", 100, 1)
 	user := uuid.New()
 
-	_, _, err := s.PlaceOrder(ctx, order(user, item(a, 5), item(b, 2)), respond)
+	_, _, err := s.PlaceOrder(ctx, order(user, item(a, 5), item(b, 2)))
 	oos, ok := errors.AsType[*shop.OutOfStockError](err)
 	if !ok {
 		t.Fatalf("PlaceOrder(too many B) = %v, want *OutOfStockError", err)
@@ -219,7 +237,7 @@ func TestPlaceOrderAllOrNothing(t *testing.T) {
 	}
 
 	unknown := uuid.New()
-	_, _, err = s.PlaceOrder(ctx, order(user, item(a, 1), shop.Item{ProductID: unknown, Quantity: 1}), respond)
+	_, _, err = s.PlaceOrder(ctx, order(user, item(a, 1), shop.Item{ProductID: unknown, Quantity: 1}))
 	up, ok := errors.AsType[*shop.UnknownProductsError](err)
 	if !ok || len(up.IDs) != 1 || up.IDs[0] != unknown {
 		t.Fatalf("PlaceOrder(unknown product) = %v, want *UnknownProductsError naming %s", err, unknown)
@@ -249,7 +267,7 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 	)
 	for range clients {
 		wg.Go(func() {
-			_, _, err := s.PlaceOrder(ctx, order(uuid.New(), item(p, 1)), respond)
+			_, _, err := s.PlaceOrder(ctx, order(uuid.New(), item(p, 1)))
 			mu.Lock()
 			defer mu.Unlock()
 			_, oos := errors.AsType[*shop.OutOfStockError](err)
@@ -287,7 +305,8 @@ func TestConcurrentOrdersNeverOversell(t *testing.T) {
 func TestConcurrentCrossOrders(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t)
+	reg := prometheus.NewRegistry()
+	s := New(migrated(t), reg)
 	a := mustProduct(t, s, "A", 100, 1000)
 	b := mustProduct(t, s, "B", 100, 1000)
 
@@ -303,7 +322,7 @@ func TestConcurrentCrossOrders(t *testing.T) {
 			items = []shop.Item{item(b, 2), item(a, 1)}
 		}
 		wg.Go(func() {
-			if _, _, err := s.PlaceOrder(ctx, order(uuid.New(), items...), respond); err != nil {
+			if _, _, err := s.PlaceOrder(ctx, order(uuid.New(), items...)); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -320,8 +339,8 @@ func TestConcurrentCrossOrders(t *testing.T) {
 	if got := stockOf(t, s, b.ID); got != 1000-2*clients {
 		t.Errorf("stock of B = %d, want %d", got, 1000-2*clients)
 	}
-	if n := s.retries.Load(); n != 0 {
-		t.Errorf("%d transactions retried after a deadlock or serialization failure, want 0", n)
+	if n := counterValue(t, reg, "shop_transaction_retries_total"); n != 0 {
+		t.Errorf("%v transactions retried after a deadlock or serialization failure, want 0", n)
 	}
 }
 
@@ -337,22 +356,22 @@ func TestIdempotentReplay(t *testing.T) {
 		return o
 	}
 
-	first, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"), respond)
+	first, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"))
 	if err != nil || replayed {
 		t.Fatalf("first PlaceOrder = %v, replayed %v", err, replayed)
 	}
-	again, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"), respond)
+	again, replayed, err := s.PlaceOrder(ctx, withKey(order(user, item(p, 2)), "k1", "h1"))
 	if err != nil || !replayed {
-		t.Fatalf("retry PlaceOrder = %v, replayed %v; want the stored response", err, replayed)
+		t.Fatalf("retry PlaceOrder = %v, replayed %v; want the order placed first", err, replayed)
 	}
 	if diff := cmp.Diff(first, again); diff != "" {
-		t.Errorf("replayed response differs (-first +replay):\n%s", diff)
+		t.Errorf("replayed order differs (-first +replay):\n%s", diff)
 	}
 	if got := stockOf(t, s, p.ID); got != 8 {
 		t.Errorf("stock = %d after a replay, want 8 (one order)", got)
 	}
 
-	_, _, err = s.PlaceOrder(ctx, withKey(order(user, item(q, 1)), "k1", "h2"), respond)
+	_, _, err = s.PlaceOrder(ctx, withKey(order(user, item(q, 1)), "k1", "h2"))
 	if !errors.Is(err, shop.ErrIdempotencyKeyReused) {
 		t.Errorf("PlaceOrder(same key, other request) = %v, want ErrIdempotencyKeyReused", err)
 	}
@@ -361,9 +380,9 @@ func TestIdempotentReplay(t *testing.T) {
 	}
 
 	// Keys are per user.
-	theirs, replayed, err := s.PlaceOrder(ctx, withKey(order(other, item(p, 2)), "k1", "h1"), respond)
-	if err != nil || replayed || theirs.OrderID == first.OrderID {
-		t.Errorf("other user's PlaceOrder(same key) = %v, replayed %v, order %s; want a new order", err, replayed, theirs.OrderID)
+	theirs, replayed, err := s.PlaceOrder(ctx, withKey(order(other, item(p, 2)), "k1", "h1"))
+	if err != nil || replayed || theirs.ID == first.ID {
+		t.Errorf("other user's PlaceOrder(same key) = %v, replayed %v, order %s; want a new order", err, replayed, theirs.ID)
 	}
 	if n := countRows(t, s, "orders"); n != 2 {
 		t.Errorf("%d orders, want 2", n)
@@ -378,20 +397,20 @@ func TestIdempotencyKeyFreeAfterFailure(t *testing.T) {
 	o := order(uuid.New(), item(p, 3))
 	o.Idempotency = &shop.Idempotency{Key: "k", RequestHash: "h"}
 
-	if _, _, err := s.PlaceOrder(ctx, o, respond); err == nil {
+	if _, _, err := s.PlaceOrder(ctx, o); err == nil {
 		t.Fatalf("PlaceOrder(3 of 1) succeeded")
 	}
 	stock := int64(5)
 	if _, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Stock: &stock}); err != nil {
 		t.Fatal(err)
 	}
-	_, replayed, err := s.PlaceOrder(ctx, o, respond)
+	_, replayed, err := s.PlaceOrder(ctx, o)
 	if err != nil || replayed {
 		t.Errorf("retry after restock = %v, replayed %v; want a new order (a failure stores nothing)", err, replayed)
 	}
 }
 
-// TestIdempotentConcurrent sends one key 20 times at once: one order, one body for all.
+// TestIdempotentConcurrent sends one key 50 times at once: one order, the same order for all.
 func TestIdempotentConcurrent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -400,24 +419,24 @@ func TestIdempotentConcurrent(t *testing.T) {
 	o := order(uuid.New(), item(p, 1))
 	o.Idempotency = &shop.Idempotency{Key: "same", RequestHash: "h"}
 
-	const clients = 20
+	const clients = 50
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
-		bodies   = map[string]int{}
+		placed   []shop.Order
 		replays  int
 		failures []error
 	)
 	for range clients {
 		wg.Go(func() {
-			resp, replayed, err := s.PlaceOrder(ctx, o, respond)
+			got, replayed, err := s.PlaceOrder(ctx, o)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				failures = append(failures, err)
 				return
 			}
-			bodies[string(resp.Body)]++
+			placed = append(placed, got)
 			if replayed {
 				replays++
 			}
@@ -427,8 +446,13 @@ func TestIdempotentConcurrent(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d requests failed, first: %v", len(failures), failures[0])
 	}
-	if len(bodies) != 1 || replays != clients-1 {
-		t.Errorf("%d distinct bodies, %d replays; want 1 and %d", len(bodies), replays, clients-1)
+	if replays != clients-1 {
+		t.Errorf("%d replays, want %d", replays, clients-1)
+	}
+	for _, got := range placed[1:] {
+		if diff := cmp.Diff(placed[0], got); diff != "" {
+			t.Fatalf("orders returned differ (-one +another):\n%s", diff)
+		}
 	}
 	if n := countRows(t, s, "orders"); n != 1 {
 		t.Errorf("%d orders, want 1", n)
@@ -450,13 +474,13 @@ func TestOrdersPages(t *testing.T) {
 		if i%2 == 1 {
 			user = bob
 		}
-		resp, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)), respond)
+		placed, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		all = append([]uuid.UUID{resp.OrderID}, all...)
+		all = append([]uuid.UUID{placed.ID}, all...)
 		if user == alice {
-			mine = append([]uuid.UUID{resp.OrderID}, mine...)
+			mine = append([]uuid.UUID{placed.ID}, mine...)
 		}
 	}
 	collect := func(user uuid.UUID, limit int) []uuid.UUID {
@@ -501,7 +525,7 @@ func TestPruneIdempotencyKeys(t *testing.T) {
 	for _, key := range []string{"old1", "old2", "new"} {
 		o := order(user, item(p, 1))
 		o.Idempotency = &shop.Idempotency{Key: key, RequestHash: "h"}
-		if _, _, err := s.PlaceOrder(ctx, o, respond); err != nil {
+		if _, _, err := s.PlaceOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -530,5 +554,218 @@ func TestPruneIdempotencyKeys(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"new"}, keys); diff != "" {
 		t.Errorf("keys left (-want +got):\n%s", diff)
+	}
+}
+
+// TestMigrateIdempotencyKeys upgrades a database whose keys stored the HTTP response (migration
+// 001 alone) and checks that each key still replays the order it placed: one with its order_id
+// set, as the old code left every key, and one whose order only the stored body names. A key that
+// names no order cannot be replayed and is dropped.
+func TestMigrateIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	first, err := fs.ReadFile(migrations, "migrations/001_shop.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate.Apply(ctx, pool, "shop", fstest.MapFS{"001_shop.sql": {Data: first}}, "."); err != nil {
+		t.Fatalf("apply 001: %v", err)
+	}
+	user, product, stored, bodyOnly := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	body := func(id uuid.UUID) []byte {
+		return fmt.Appendf(nil, `{"id":"%s","user_id":"%s","items":[{"product_id":"%s","quantity":1,"price_cents":100}],"total_cents":100,"status":"placed","created_at":"2026-12-01T10:00:00Z"}`+"\n", id, user, product)
+	}
+	seed := []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO products (id, name, price_cents, stock) VALUES ($1, 'P', 100, 10)`, []any{product}},
+		{`INSERT INTO orders (id, user_id, total_cents) VALUES ($1, $3, 100), ($2, $3, 100)`, []any{stored, bodyOnly, user}},
+		{`INSERT INTO order_items (order_id, position, product_id, quantity, price_cents) VALUES ($1, 0, $3, 1, 100), ($2, 0, $3, 1, 100)`, []any{stored, bodyOnly, product}},
+		{`INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response_body, order_id) VALUES
+			($1, 'stored', 'h', 201, $2, $3), ($1, 'body-only', 'h', 201, $4, NULL), ($1, 'no-order', 'h', NULL, NULL, NULL)`,
+			[]any{user, body(stored), stored, body(bodyOnly)}},
+	}
+	for _, st := range seed {
+		if _, err := pool.Exec(ctx, st.sql, st.args...); err != nil {
+			t.Fatalf("%s: %v", st.sql, err)
+		}
+	}
+
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	s := New(pool, nil)
+	for _, tt := range []struct {
+		key      string
+		replayed bool
+		order    uuid.UUID // when replayed
+	}{
+		{"stored", true, stored},
+		{"body-only", true, bodyOnly},
+		{"no-order", false, uuid.Nil},
+	} {
+		o := order(user, shop.Item{ProductID: product, Quantity: 1})
+		o.Idempotency = &shop.Idempotency{Key: tt.key, RequestHash: "h"}
+		got, replayed, err := s.PlaceOrder(ctx, o)
+		if err != nil || replayed != tt.replayed || (tt.replayed && got.ID != tt.order) {
+			t.Errorf("PlaceOrder(key %s) = order %s, replayed %v, %v; want replayed %v of %s", tt.key, got.ID, replayed, err, tt.replayed, tt.order)
+		}
+	}
+	var left int
+	const q = `SELECT count(*) FROM information_schema.columns
+		WHERE table_name = 'idempotency_keys' AND column_name IN ('status_code', 'response_body')`
+	if err := pool.QueryRow(ctx, q).Scan(&left); err != nil || left != 0 {
+		t.Errorf("response columns left after the migration: %d, %v; want 0", left, err)
+	}
+}
+
+// TestRetries checks that a transaction aborted as a serialization failure or a deadlock victim
+// runs again, each retry counted, and that one aborted every time ends as shop.ErrUnavailable.
+func TestRetries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	s := New(migrated(t), reg)
+	abortFirst := func(n int, code string) func(pgx.Tx) error {
+		calls := 0
+		return func(pgx.Tx) error {
+			if calls++; calls <= n {
+				return fmt.Errorf("update: %w", &pgconn.PgError{Code: code})
+			}
+			return nil
+		}
+	}
+	const retries = "shop_transaction_retries_total"
+	if err := s.inTx(ctx, abortFirst(1, "40001")); err != nil {
+		t.Errorf("inTx(serialization failure once) = %v, want nil", err)
+	}
+	if err := s.inTx(ctx, abortFirst(2, "40P01")); err != nil {
+		t.Errorf("inTx(deadlock twice) = %v, want nil", err)
+	}
+	if got := counterValue(t, reg, retries); got != 3 {
+		t.Errorf("%s = %v, want 3", retries, got)
+	}
+	if err := s.inTx(ctx, abortFirst(maxAttempts, "40001")); !errors.Is(err, shop.ErrUnavailable) {
+		t.Errorf("inTx(aborted every time) = %v, want ErrUnavailable", err)
+	}
+	if got := counterValue(t, reg, retries); got != 3+maxAttempts-1 {
+		t.Errorf("%s = %v, want %d", retries, got, 3+maxAttempts-1)
+	}
+	// A deadline that passes while an aborted transaction waits to run again ends it as any query
+	// it cut short would: ErrUnavailable.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := s.inTx(short, func(pgx.Tx) error {
+		<-short.Done()
+		return &pgconn.PgError{Code: "40001"}
+	})
+	if !errors.Is(err, shop.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("inTx(deadline during the pause) = %v, want ErrUnavailable wrapping the deadline", err)
+	}
+	retried := counterValue(t, reg, retries)
+	// Another store on the same registry counts into the same counter.
+	if err := New(s.pool, reg).inTx(ctx, abortFirst(1, "40001")); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(t, reg, retries); got != retried+1 {
+		t.Errorf("%s = %v after a second store retried, want %v", retries, got, retried+1)
+	}
+}
+
+// TestUnavailable holds locks on the shop's tables from another session while each method of the
+// store runs on a pool whose sessions give up on a statement (or a lock wait) after 100 ms. Every
+// method must report shop.ErrUnavailable (the server's 503), whichever of its statements times out.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := Migrate(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	seed := New(admin, nil)
+	p := mustProduct(t, seed, "P", 100, 100)
+	user := uuid.New()
+	placed, _, err := seed.PlaceOrder(ctx, order(user, item(p, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKey := order(user, item(p, 1))
+	withKey.Idempotency = &shop.Idempotency{Key: "k", RequestHash: "h"}
+	stock := int64(5)
+
+	const all = "products, orders, order_items, idempotency_keys"
+	calls := []struct {
+		name, locked string
+		call         func(s *Store) error
+	}{
+		{"CreateProduct", all, func(s *Store) error {
+			_, err := s.CreateProduct(ctx, shop.NewProduct{Name: "Q", PriceCents: 1, Stock: 1})
+			return err
+		}},
+		{"Product", all, func(s *Store) error { _, err := s.Product(ctx, p.ID); return err }},
+		{"UpdateProduct", all, func(s *Store) error {
+			_, err := s.UpdateProduct(ctx, p.ID, shop.ProductPatch{Stock: &stock})
+			return err
+		}},
+		{"Products", all, func(s *Store) error { _, _, err := s.Products(ctx, shop.Page{Limit: 10}); return err }},
+		{"Order", all, func(s *Store) error { _, err := s.Order(ctx, placed.ID); return err }},
+		{"Order, reading its items", "order_items", func(s *Store) error { _, err := s.Order(ctx, placed.ID); return err }},
+		{"Orders", all, func(s *Store) error { _, _, err := s.Orders(ctx, uuid.Nil, shop.Page{Limit: 10}); return err }},
+		{"Orders of a user, reading their items", "order_items", func(s *Store) error {
+			_, _, err := s.Orders(ctx, user, shop.Page{Limit: 10})
+			return err
+		}},
+		{"PlaceOrder, checking products", "products", func(s *Store) error {
+			_, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)))
+			return err
+		}},
+		{"PlaceOrder, inserting the order", "orders", func(s *Store) error {
+			_, _, err := s.PlaceOrder(ctx, order(user, item(p, 1)))
+			return err
+		}},
+		{"PlaceOrder, claiming the key", "idempotency_keys", func(s *Store) error {
+			_, _, err := s.PlaceOrder(ctx, withKey)
+			return err
+		}},
+		{"PruneIdempotencyKeys", all, func(s *Store) error {
+			_, err := s.PruneIdempotencyKeys(ctx, time.Hour, 10)
+			return err
+		}},
+	}
+	for _, limit := range []string{"statement_timeout", "lock_timeout"} {
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams[limit] = "100ms"
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		s := New(pool, nil)
+		for _, c := range calls {
+			lock, err := admin.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lock.Exec(ctx, "LOCK TABLE "+c.locked+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			err = c.call(s)
+			if err := lock.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !errors.Is(err, shop.ErrUnavailable) {
+				t.Errorf("%s with %s 100ms and %s locked = %v, want ErrUnavailable", c.name, limit, c.locked, err)
+			}
+		}
 	}
 }

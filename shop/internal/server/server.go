@@ -32,16 +32,16 @@ func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.Ser
 	return mux
 }
 
-// requireAdmin lets through only users whose replica roles include admin; it must run inside
-// Authenticator.Require.
-func requireAdmin(h http.Handler) http.Handler {
+// requireCatalogueManager lets through only users who may manage the catalogue
+// (shop.CanManageCatalogue); it must run inside Authenticator.Require.
+func requireCatalogueManager(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, ok := auth.UserFrom(r.Context())
 		if !ok {
 			unauthenticated().Write(w)
 			return
 		}
-		if !u.HasRole(events.RoleAdmin) {
+		if !shop.CanManageCatalogue(u) {
 			web.Forbidden("only an admin may do this").Write(w)
 			return
 		}

@@ -1,13 +1,16 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/authmesh/events"
@@ -64,7 +67,7 @@ func newEnv(t *testing.T) *env {
 		aliceTok: authtest.NewUser(),
 		bobTok:   authtest.NewUser(events.RoleModerator),
 	}
-	mux := server.New(log, postgres.New(pool), users)
+	mux := server.New(log, postgres.New(pool, nil), users)
 	srv := httptest.NewServer(web.Handler(mux, log, prometheus.NewRegistry()))
 	t.Cleanup(srv.Close)
 	return &env{t: t, url: srv.URL, users: users}
@@ -502,5 +505,77 @@ func TestIdempotencyKey(t *testing.T) {
 	res.Decode(t, &got)
 	if got.Stock != 94 {
 		t.Errorf("stock = %d, want 94 (three orders of 2)", got.Stock)
+	}
+}
+
+// TestIdempotencyKeyConcurrent sends one request with one key 50 times at once: one order, and
+// every client gets its 201 with the same bytes, all but one marked as replays.
+func TestIdempotencyKeyConcurrent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := e.createProduct(`{"name":"P","price_cents":100,"stock":100}`)
+	body := `{"items":[{"product_id":"` + p.ID + `","quantity":1}]}`
+
+	// Requests are sent here rather than with e.do, whose failures end the test goroutine.
+	post := func() (status int, replayed string, b []byte, err error) {
+		req, err := http.NewRequestWithContext(t.Context(), "POST", e.url+"/v1/orders", strings.NewReader(body))
+		if err != nil {
+			return 0, "", nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+aliceTok)
+		req.Header.Set("Idempotency-Key", "same")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		defer res.Body.Close()
+		b, err = io.ReadAll(res.Body)
+		return res.StatusCode, res.Header.Get("Idempotent-Replayed"), b, err
+	}
+	const clients = 50
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		bodies  [][]byte
+		replays int
+		errs    []error
+	)
+	for range clients {
+		wg.Go(func() {
+			status, replayed, b, err := post()
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case status != http.StatusCreated:
+				errs = append(errs, fmt.Errorf("status %d %s, want 201", status, b))
+			default:
+				bodies = append(bodies, b)
+				if replayed == "true" {
+					replays++
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d requests failed, first: %v", len(errs), clients, errs[0])
+	}
+	for _, b := range bodies[1:] {
+		if !bytes.Equal(b, bodies[0]) {
+			t.Fatalf("bodies differ:\n%s\n%s", bodies[0], b)
+		}
+	}
+	if replays != clients-1 {
+		t.Errorf("%d replays, want %d", replays, clients-1)
+	}
+	res := e.do("GET", "/v1/orders", aliceTok, "")
+	var l struct {
+		Items []order `json:"items"`
+	}
+	res.Decode(t, &l)
+	if len(l.Items) != 1 {
+		t.Errorf("alice has %d orders, want 1", len(l.Items))
 	}
 }

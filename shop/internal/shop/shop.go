@@ -76,7 +76,8 @@ type Order struct {
 type NewOrder struct {
 	UserID uuid.UUID
 	Items  []Item // distinct products, in the order the client listed them
-	// Idempotency, when set, makes a retry of the same request return the first response.
+	// Idempotency, when set, makes a retry of the same request return the order it placed first
+	// instead of placing another.
 	Idempotency *Idempotency
 }
 
@@ -85,14 +86,6 @@ type NewOrder struct {
 type Idempotency struct {
 	Key         string
 	RequestHash string
-}
-
-// Response is the response to a placed order, as stored under an idempotency key and sent again
-// to a retry: the status and body exactly as first sent, and the order it created.
-type Response struct {
-	Status  int
-	Body    []byte
-	OrderID uuid.UUID
 }
 
 // Cursor is the position after which a page of a list starts: the sort key of the last item seen.
