@@ -38,6 +38,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 }
 
+// Authenticator lets through only requests of an authenticated, active user, whom it puts in the
+// request context (auth.UserFrom), and answers the others itself. *auth.Authenticator is one.
+type Authenticator interface {
+	Require(h http.Handler) http.Handler
+}
+
 // New returns a mux serving the API. Account's own endpoints verify tokens with the keys of
 // cfg.Keys (kept current by it) and read users from the database, so a disabled user's token is
 // refused at once.
@@ -56,7 +62,7 @@ func New(cfg Config) *http.ServeMux {
 		cfg.Metrics.MustRegister(logins, hashes)
 	}
 	mux := http.NewServeMux()
-	addRoutes(mux, cfg, authn.Require, logins)
+	addRoutes(mux, cfg, authn, logins)
 	return mux
 }
 
@@ -160,12 +166,16 @@ func parsePage(r *http.Request) (account.Page, error) {
 	return account.Page{Limit: p.Limit, After: (*account.Cursor)(p.After)}, nil
 }
 
-// requireAdmin lets through only users holding the admin role; it goes inside the
-// authenticator's Require.
-func requireAdmin(h http.Handler) http.Handler {
+// requireAdmin lets through only users holding the admin role; it must run inside
+// Authenticator.Require.
+func requireAdmin(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, ok := auth.UserFrom(r.Context())
-		if !ok || !u.HasRole(events.RoleAdmin) {
+		u, err := user(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if !u.HasRole(events.RoleAdmin) {
 			web.Forbidden("this requires the admin role").Write(w)
 			return
 		}

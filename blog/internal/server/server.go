@@ -15,9 +15,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// Authenticator guards the routes that need a user: Require lets through only requests of an
-// active user and puts the user in the request context for auth.UserFrom. *auth.Authenticator
-// is one.
+// Authenticator lets through only requests of an authenticated, active user, whom it puts in the
+// request context (auth.UserFrom), and answers the others itself. *auth.Authenticator is one.
 type Authenticator interface {
 	Require(h http.Handler) http.Handler
 }

@@ -131,7 +131,7 @@ func idempotencyKey(r *http.Request) (string, error) {
 
 func handlePlaceOrder(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, err := userFrom(r)
+		u, err := user(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -190,7 +190,7 @@ func unknownItems(items []shop.Item, unknown []uuid.UUID) []web.FieldError {
 // handleListOrders lists orders, newest first: whose, ordersOwner decides.
 func handleListOrders(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, err := userFrom(r)
+		u, err := user(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -239,12 +239,12 @@ func ordersOwner(r *http.Request, u events.User) (uuid.UUID, error) {
 // not exist.
 func handleGetOrder(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, err := userFrom(r)
+		u, err := user(r)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		id, err := pathID(r, "order")
+		id, err := web.PathID(r, "order")
 		if err != nil {
 			writeError(w, r, log, err)
 			return

@@ -71,7 +71,7 @@ func handleListProducts(log *slog.Logger, store *postgres.Store) http.Handler {
 
 func handleGetProduct(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathID(r, "product")
+		id, err := web.PathID(r, "product")
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -87,7 +87,7 @@ func handleGetProduct(log *slog.Logger, store *postgres.Store) http.Handler {
 
 func handleUpdateProduct(log *slog.Logger, store *postgres.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathID(r, "product")
+		id, err := web.PathID(r, "product")
 		if err != nil {
 			writeError(w, r, log, err)
 			return

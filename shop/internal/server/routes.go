@@ -9,10 +9,10 @@ import (
 
 // addRoutes is the whole API of the shop. Who may do what is package shop's policy (policy.go).
 func addRoutes(mux *http.ServeMux, log *slog.Logger, store *postgres.Store, authn Authenticator) {
-	mux.Handle("POST /v1/products", authn.Require(requireCatalogueManager(handleCreateProduct(log, store))))
+	mux.Handle("POST /v1/products", authn.Require(requireCatalogueManager(log, handleCreateProduct(log, store))))
 	mux.Handle("GET /v1/products", handleListProducts(log, store))
 	mux.Handle("GET /v1/products/{id}", handleGetProduct(log, store))
-	mux.Handle("PATCH /v1/products/{id}", authn.Require(requireCatalogueManager(handleUpdateProduct(log, store))))
+	mux.Handle("PATCH /v1/products/{id}", authn.Require(requireCatalogueManager(log, handleUpdateProduct(log, store))))
 
 	mux.Handle("POST /v1/orders", authn.Require(handlePlaceOrder(log, store)))
 	mux.Handle("GET /v1/orders", authn.Require(handleListOrders(log, store)))

@@ -15,7 +15,6 @@ import (
 	"github.com/authmesh/events/web"
 	"github.com/authmesh/shop/internal/postgres"
 	"github.com/authmesh/shop/internal/shop"
-	"github.com/google/uuid"
 )
 
 // Authenticator lets through only requests of an authenticated, active user, whom it puts in the
@@ -34,11 +33,11 @@ func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.Ser
 
 // requireCatalogueManager lets through only users who may manage the catalogue
 // (shop.CanManageCatalogue); it must run inside Authenticator.Require.
-func requireCatalogueManager(h http.Handler) http.Handler {
+func requireCatalogueManager(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, ok := auth.UserFrom(r.Context())
-		if !ok {
-			unauthenticated().Write(w)
+		u, err := user(r)
+		if err != nil {
+			writeError(w, r, log, err)
 			return
 		}
 		if !shop.CanManageCatalogue(u) {
@@ -49,29 +48,16 @@ func requireCatalogueManager(h http.Handler) http.Handler {
 	})
 }
 
-// userFrom returns the authenticated user of the request.
-func userFrom(r *http.Request) (events.User, error) {
+// errNoUser means a protected handler ran without Require: a wiring bug, hence a 500.
+var errNoUser = errors.New("no authenticated user in the request context")
+
+// user returns the user Require put in the request context.
+func user(r *http.Request) (events.User, error) {
 	u, ok := auth.UserFrom(r.Context())
 	if !ok {
-		// Only a route wired without Require gets here.
-		return events.User{}, unauthenticated()
+		return events.User{}, errNoUser
 	}
 	return u, nil
-}
-
-func unauthenticated() *web.Problem {
-	p := web.NewProblem(http.StatusUnauthorized, web.CodeUnauthenticated, "a bearer token is required")
-	p.Authenticate = "Bearer"
-	return p
-}
-
-// pathID parses the {id} of the path; a malformed id is a 404, as for an unknown one.
-func pathID(r *http.Request, what string) (uuid.UUID, error) {
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		return uuid.Nil, web.NotFound(fmt.Sprintf("no such %s", what))
-	}
-	return id, nil
 }
 
 // parsePage reads ?limit= and ?cursor= as web.ParsePage does. A shop.Cursor has the fields of a
