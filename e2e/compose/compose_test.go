@@ -23,15 +23,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// services are the three services with their ports (CONTRACT.md).
+// services are the three services with their ports (docs/contract.md).
 var services = map[string]string{"account": "8081", "blog": "8082", "shop": "8083"}
 
 // required are the variables a service must be given in a container: their defaults point at
 // 127.0.0.1, which is the container itself.
 var required = []string{"HTTP_ADDR", "DATABASE_URL", "NATS_URL"}
 
-// contractEnv is what CONTRACT.md says each service reads. The code must read at least these; if
-// it does not, the scan of the sources below has gone blind and the other checks mean nothing.
+// contractEnv is what docs/contract.md says each service reads. The code must read at least these;
+// if it does not, the scan of the sources below has gone blind and the other checks mean nothing.
 var contractEnv = map[string][]string{
 	"account": {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "LOG_LEVEL", "TOKEN_TTL", "TOKEN_ISSUER", "BOOTSTRAP_ADMIN_EMAIL", "BOOTSTRAP_ADMIN_PASSWORD", "SIGNING_KEY_SECRETS", "PUBLIC_URL", "TRUSTED_PROXIES", "NATS_CREDS"},
 	"blog":    {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "NATS_CREDS", "LOG_LEVEL", "TOKEN_ISSUER"},
@@ -50,7 +50,7 @@ func TestEnvironmentIsWhatTheCodeReads(t *testing.T) {
 		reads[svc] = envReads(t, svc)
 		for _, name := range contractEnv[svc] {
 			if !reads[svc][name] {
-				t.Errorf("%s: the sources do not read %s (CONTRACT.md says they do); read: %v", svc, name, keys(reads[svc]))
+				t.Errorf("%s: the sources do not read %s (docs/contract.md says they do); read: %v", svc, name, keys(reads[svc]))
 			}
 		}
 	}
