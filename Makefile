@@ -18,9 +18,9 @@ build:
 	$(BUILD) -o bin/ ./account/cmd/account ./blog/cmd/blog ./shop/cmd/shop
 	$(BUILD) -o bin/nats-server github.com/nats-io/nats-server/v2
 
-# Start a NATS server of the project's own (deploy/nats/dev.conf and auth.conf, on 127.0.0.1:4223,
-# its store in tmp/nats), then account, blog and shop against the local Postgres; Ctrl-C stops
-# them all.
+# Start a NATS server of the project's own (deploy/nats/dev.conf and deploy/nats/auth.conf, on
+# 127.0.0.1:4223, its store in tmp/nats), then account, blog and shop against the local Postgres;
+# Ctrl-C stops them all.
 run: build
 	./scripts/run.sh
 
