@@ -30,7 +30,7 @@ fail() { # the module $m fails, for the reason $1
 }
 for m in "$@"; do
   if ! (cd "$m" && GOWORK=off $GO mod tidy -diff); then
-    fail "go.mod or go.sum is not tidy"
+    fail "go mod tidy fails, or would change go.mod or go.sum"
     continue
   fi
   if ! (cd "$m" && GOWORK=off $GO build ./... && GOWORK=off $GO vet ./...); then
