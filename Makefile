@@ -4,10 +4,10 @@
 MODULES  := events account blog shop e2e
 PKGS     := $(foreach m,$(MODULES),./$(m)/...)
 GO       ?= go
-# Build flags shared with the Dockerfiles: static binaries, no VCS stamping.
+# Build flags shared with the Dockerfile: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check vet unit e2e bench compose-check clean
+.PHONY: all build run test fmt-check modules-check vet unit e2e bench compose-check clean
 
 all: build
 
@@ -18,18 +18,23 @@ build:
 	$(BUILD) -o bin/ ./account/cmd/account ./blog/cmd/blog ./shop/cmd/shop
 	$(BUILD) -o bin/nats-server github.com/nats-io/nats-server/v2
 
-# Start a NATS server of the project's own (deploy/nats/dev.conf and auth.conf, on 127.0.0.1:4223,
-# its store in tmp/nats), then account, blog and shop against the local Postgres; Ctrl-C stops
-# them all.
+# Start a NATS server of the project's own (deploy/nats/dev.conf and deploy/nats/auth.conf, on
+# 127.0.0.1:4223, its store in tmp/nats), then account, blog and shop against the local Postgres;
+# Ctrl-C stops them all.
 run: build
 	./scripts/run.sh
 
-# Every test: formatting, vet, then the tests of every module against the local Postgres (each
-# test makes its own database) and private embedded NATS servers.
-test: fmt-check vet unit
+# Every test: formatting, the modules standing alone, vet, then the tests of every module against
+# the local Postgres (each test makes its own database) and private embedded NATS servers.
+test: fmt-check modules-check vet unit
 
 fmt-check:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# Each module outside the workspace (GOWORK=off): tidy, builds, vets (tests included), and selects
+# the workspace's versions. See scripts/modules-check.sh.
+modules-check:
+	GO=$(GO) ./scripts/modules-check.sh $(MODULES)
 
 vet:
 	$(GO) vet $(PKGS)

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -21,15 +23,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// services are the three services with their ports (CONTRACT.md).
+// services are the three services with their ports (docs/contract.md).
 var services = map[string]string{"account": "8081", "blog": "8082", "shop": "8083"}
 
 // required are the variables a service must be given in a container: their defaults point at
 // 127.0.0.1, which is the container itself.
 var required = []string{"HTTP_ADDR", "DATABASE_URL", "NATS_URL"}
 
-// contractEnv is what CONTRACT.md says each service reads. The code must read at least these; if
-// it does not, the scan of the sources below has gone blind and the other checks mean nothing.
+// contractEnv is what docs/contract.md says each service reads. The code must read at least these;
+// if it does not, the scan of the sources below has gone blind and the other checks mean nothing.
 var contractEnv = map[string][]string{
 	"account": {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "LOG_LEVEL", "TOKEN_TTL", "TOKEN_ISSUER", "BOOTSTRAP_ADMIN_EMAIL", "BOOTSTRAP_ADMIN_PASSWORD", "SIGNING_KEY_SECRETS", "PUBLIC_URL", "TRUSTED_PROXIES", "NATS_CREDS"},
 	"blog":    {"HTTP_ADDR", "DATABASE_URL", "NATS_URL", "NATS_CREDS", "LOG_LEVEL", "TOKEN_ISSUER"},
@@ -48,7 +50,7 @@ func TestEnvironmentIsWhatTheCodeReads(t *testing.T) {
 		reads[svc] = envReads(t, svc)
 		for _, name := range contractEnv[svc] {
 			if !reads[svc][name] {
-				t.Errorf("%s: the sources do not read %s (CONTRACT.md says they do); read: %v", svc, name, keys(reads[svc]))
+				t.Errorf("%s: the sources do not read %s (docs/contract.md says they do); read: %v", svc, name, keys(reads[svc]))
 			}
 		}
 	}
@@ -171,8 +173,8 @@ func TestServicesWiring(t *testing.T) {
 						}
 					}
 
-					if s.Build == nil || s.Build.Context != "." || s.Build.Dockerfile != svc+"/Dockerfile" {
-						t.Errorf("build = %+v, want context . and dockerfile %s/Dockerfile", s.Build, svc)
+					if want := map[string]string{"SERVICE": svc}; s.Build == nil || s.Build.Context != "." || s.Build.Dockerfile != dockerfile || !maps.Equal(s.Build.Args, want) {
+						t.Errorf("build = %+v, want context ., dockerfile %s and args %v", s.Build, dockerfile, want)
 					} else if _, err := os.Stat(filepath.Join(root, s.Build.Dockerfile)); err != nil {
 						t.Error(err)
 					}
@@ -393,15 +395,16 @@ func TestClusterStream(t *testing.T) {
 	}
 }
 
-func TestDockerfiles(t *testing.T) {
+// TestDockerfile checks the one Dockerfile as each service builds it, with its build argument
+// SERVICE.
+func TestDockerfile(t *testing.T) {
 	makeFlags := makefileBuildFlags(t)
 	goVersion := goWorkVersion(t)
 	ignore := loadDockerignore(t)
-	for svc, port := range services {
+	for svc := range services {
 		t.Run(svc, func(t *testing.T) {
-			df := svc + "/Dockerfile"
-			ins := parseDockerfile(t, df)
-			b := buildCommand(t, df)
+			ins := serviceDockerfile(t, svc)
+			b := buildCommand(t, ins)
 			if want := "./" + svc + "/cmd/" + svc; b.pkg != want {
 				t.Errorf("builds %s, want %s", b.pkg, want)
 			}
@@ -442,7 +445,7 @@ func TestDockerfiles(t *testing.T) {
 			runtime := ins[last+1:]
 			copied := ""
 			var user, entrypoint string
-			exposed := false
+			links := map[string]string{} // link -> target, of RUN ln -s
 			for _, in := range runtime {
 				switch in.Cmd {
 				case "COPY":
@@ -454,21 +457,29 @@ func TestDockerfiles(t *testing.T) {
 					user = in.Args
 				case "ENTRYPOINT":
 					entrypoint = in.Args
-				case "EXPOSE":
-					exposed = exposed || in.Args == port
+				case "RUN":
+					if w, err := shellWords(in.Args); err == nil && len(w) == 4 && w[0] == "ln" && (w[1] == "-s" || w[1] == "-sf") {
+						target := w[2]
+						if !path.IsAbs(target) {
+							target = path.Join(path.Dir(w[3]), target)
+						}
+						links[w[3]] = target
+					}
 				}
 			}
-			if copied == "" {
-				t.Errorf("the runtime stage does not COPY --from=%s %s", stages[0], b.out)
+			// The operator commands run as `docker compose exec <svc> <svc> ...`: the binary is on
+			// the PATH under the service's name.
+			if want := "/usr/local/bin/" + svc; copied != want {
+				t.Errorf("the runtime stage does not COPY --from=%s %s %s", stages[0], b.out, want)
 			}
 			if uid, _, _ := strings.Cut(user, ":"); uid == "" || uid == "root" || uid == "0" {
 				t.Errorf("USER %q: want a non-root user", user)
 			}
-			if want := `["` + copied + `"]`; entrypoint != want {
-				t.Errorf("ENTRYPOINT %s, want %s", entrypoint, want)
-			}
-			if !exposed {
-				t.Errorf("does not EXPOSE %s", port)
+			var ep []string
+			if err := json.Unmarshal([]byte(entrypoint), &ep); err != nil || len(ep) != 1 {
+				t.Errorf("ENTRYPOINT %s: want the exec form with the binary alone", entrypoint)
+			} else if got := resolveLinks(ep[0], links); got != copied {
+				t.Errorf("ENTRYPOINT %s runs %s, want %s", entrypoint, got, copied)
 			}
 
 			// Every file the build stage copies from the context exists and is sent.
@@ -542,8 +553,9 @@ func TestDockerignoreKeepsWhatBuildsNeed(t *testing.T) {
 	}
 }
 
-// TestDockerBuild builds each binary as its Dockerfile does: the context that .dockerignore lets
-// through, copied to a fresh directory, and the Dockerfile's own go build command there.
+// TestDockerBuild builds each binary as the Dockerfile does: the context that .dockerignore lets
+// through, copied to a fresh directory, and the Dockerfile's own go build command (with the
+// service's SERVICE) there.
 func TestDockerBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three binaries")
@@ -576,7 +588,7 @@ func TestDockerBuild(t *testing.T) {
 	out := t.TempDir()
 	for svc := range services {
 		t.Run(svc, func(t *testing.T) {
-			b := buildCommand(t, svc+"/Dockerfile")
+			b := buildCommand(t, serviceDockerfile(t, svc))
 			bin := filepath.Join(out, svc)
 			args := append([]string{"build"}, b.flags...)
 			args = append(args, "-o", bin, b.pkg)
@@ -632,11 +644,11 @@ type goBuild struct {
 	pkg   string
 }
 
-// buildCommand finds the RUN ... go build instruction of a Dockerfile.
-func buildCommand(t *testing.T, dockerfile string) goBuild {
+// buildCommand finds the RUN ... go build instruction among the instructions of the Dockerfile.
+func buildCommand(t *testing.T, ins []instruction) goBuild {
 	t.Helper()
 	var found []goBuild
-	for _, in := range parseDockerfile(t, dockerfile) {
+	for _, in := range ins {
 		if in.Cmd != "RUN" || !strings.Contains(in.Args, "go build") {
 			continue
 		}

@@ -2,6 +2,7 @@ package compose
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -25,6 +26,7 @@ const root = "../.."
 const (
 	composeFile = "docker-compose.yml"
 	clusterFile = "deploy/compose.cluster.yml"
+	dockerfile  = "Dockerfile" // of every service, which its build argument SERVICE names
 )
 
 // project is the part of a compose file these tests read. Environment, depends_on and commands
@@ -47,8 +49,9 @@ type composeService struct {
 }
 
 type build struct {
-	Context    string `yaml:"context"`
-	Dockerfile string `yaml:"dockerfile"`
+	Context    string            `yaml:"context"`
+	Dockerfile string            `yaml:"dockerfile"`
+	Args       map[string]string `yaml:"args"`
 }
 
 type dependency struct {
@@ -432,6 +435,86 @@ func parseDockerfile(t *testing.T, path string) []instruction {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// serviceDockerfile is the Dockerfile as Docker reads it for service svc, built with
+// --build-arg SERVICE=svc.
+func serviceDockerfile(t *testing.T, svc string) []instruction {
+	t.Helper()
+	ins, err := expandArgs(parseDockerfile(t, dockerfile), map[string]string{"SERVICE": svc})
+	if err != nil {
+		t.Fatalf("%s: %v", dockerfile, err)
+	}
+	return ins
+}
+
+// argRef matches $NAME and ${NAME}.
+var argRef = regexp.MustCompile(`\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))`)
+
+// expandArgs replaces the references to the build arguments args as Docker does: only in a stage
+// that declares the argument (ARG NAME), only in the instructions Docker expands (and in RUN,
+// whose shell sees the argument in its environment), never in the exec form of ENTRYPOINT or CMD.
+// A reference Docker would leave empty or literal, or an argument no stage declares, is an error;
+// so is one in FROM, which only arguments declared before the first FROM could fill.
+func expandArgs(ins []instruction, args map[string]string) ([]instruction, error) {
+	expands := map[string]bool{"ADD": true, "COPY": true, "ENV": true, "EXPOSE": true, "LABEL": true,
+		"STOPSIGNAL": true, "USER": true, "VOLUME": true, "WORKDIR": true, "RUN": true}
+	used := map[string]bool{}
+	var declared map[string]bool // in the current stage; nil before the first FROM
+	var errs []string
+	out := make([]instruction, 0, len(ins))
+	for _, in := range ins {
+		switch in.Cmd {
+		case "FROM":
+			declared = map[string]bool{}
+		case "ARG":
+			name, _, _ := strings.Cut(in.Args, "=")
+			if declared != nil {
+				declared[name] = true
+				used[name] = true
+			}
+		}
+		in.Args = argRef.ReplaceAllStringFunc(in.Args, func(ref string) string {
+			m := argRef.FindStringSubmatch(ref)
+			name := m[1] + m[2]
+			value, ok := args[name]
+			var msg string
+			switch {
+			case !ok:
+				return ref // not a build argument: a shell variable of RUN, say
+			case !expands[in.Cmd]:
+				msg = fmt.Sprintf("%s %s: Docker does not expand %s here", in.Cmd, in.Args, ref)
+			case !declared[name]:
+				msg = fmt.Sprintf("%s %s: %s in a stage without ARG %s", in.Cmd, in.Args, ref, name)
+			}
+			if msg != "" && !slices.Contains(errs, msg) {
+				errs = append(errs, msg)
+			}
+			return value
+		})
+		out = append(out, in)
+	}
+	for name := range args {
+		if !used[name] {
+			errs = append(errs, fmt.Sprintf("no stage declares ARG %s", name))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// resolveLinks follows p through the symbolic links of links (link -> absolute target).
+func resolveLinks(p string, links map[string]string) string {
+	for range len(links) + 1 {
+		target, ok := links[p]
+		if !ok {
+			break
+		}
+		p = target
+	}
+	return p
 }
 
 // shellWords splits a simple shell command line: words separated by blanks, with single and

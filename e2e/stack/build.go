@@ -10,7 +10,7 @@ import (
 )
 
 // Build builds the account, blog and shop binaries of the workspace that holds the current
-// directory into dir, as the Dockerfiles do (static, -trimpath).
+// directory into dir, as the Dockerfile does (static, -trimpath).
 func Build(ctx context.Context, dir string) error {
 	root, err := WorkspaceRoot(ctx)
 	if err != nil {

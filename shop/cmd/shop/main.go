@@ -7,7 +7,7 @@
 //	shop replica status [--json] | rebuild [--from-seq N | --since RFC3339] | verify | dead-letters [list | retry [--seq N]]
 //
 // Configuration comes from the environment: HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL and
-// TOKEN_ISSUER (see CONTRACT.md). The replica commands are the operator's (docs/operations.md);
+// TOKEN_ISSUER (see docs/contract.md). The replica commands are the operator's (docs/operations.md);
 // they exit 0 on success, 1 on failure or differences, 2 on bad usage.
 package main
 

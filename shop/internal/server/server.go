@@ -1,5 +1,5 @@
-// Package server is the shop's HTTP API: the routes of CONTRACT.md over the postgres store, with
-// authentication by events/auth and authorization from the user replica.
+// Package server is the shop's HTTP API: the routes of docs/contract.md over the postgres store,
+// with authentication by events/auth and authorization from the user replica.
 package server
 
 import (
