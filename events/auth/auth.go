@@ -10,7 +10,10 @@
 // from the token: the token says who, the replica says what they may do.
 package auth
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // Token settings of the contract.
 const (
@@ -25,3 +28,11 @@ const MaxTokenLen = 8 << 10
 
 // Audiences are the audiences account puts in every access token.
 var Audiences = []string{"blog", "shop"}
+
+// orDiscard returns log, or a logger that discards everything when log is nil.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}

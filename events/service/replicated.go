@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -64,15 +63,7 @@ func OpenReplicated(ctx context.Context, cfg Config, getenv func(string) string,
 // service's own workers running beside it; /readyz also requires the stream (the durable
 // consumer declared) and at least one public key.
 func (r *Replicated) Serve(ctx context.Context, mux *http.ServeMux, workers ...Worker) error {
-	checks := map[string]web.Check{
-		"stream": r.Replica.Ready,
-		"keys": func(context.Context) error {
-			if r.Keys.Len() == 0 {
-				return errors.New("no public keys yet")
-			}
-			return nil
-		},
-	}
-	watch := func(ctx context.Context) error { return r.Keys.Watch(ctx, r.JS, r.Log) }
-	return r.Base.Serve(ctx, mux, checks, append([]Worker{r.Replica.Run, watch}, workers...)...)
+	checks := map[string]web.Check{"stream": r.Replica.Ready, "keys": r.Keys.Ready}
+	watch := auth.NewKeyWatch(r.Keys, r.JS, r.Log)
+	return r.Base.Serve(ctx, mux, checks, append([]Worker{r.Replica.Run, watch.Run}, workers...)...)
 }
