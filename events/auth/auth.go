@@ -7,7 +7,12 @@
 // jku, x5u, x5c, jwk or crit: keys come only from the KeySet, never from a token.
 //
 // The middleware takes roles and status from the service's own view of the user (Users), never
-// from the token: the token says who, the replica says what they may do.
+// from the token: the token says who, the replica says what they may do. It declares the errors of
+// Users it understands (ErrUnknownUser, ErrNotCurrent); a Users wraps them.
+//
+// The files: jwk.go is the key format, keyset.go the set a Verifier reads, watch.go the KeyWatch
+// that keeps a set equal to what account publishes, verify.go the token checks, middleware.go the
+// HTTP side.
 package auth
 
 import (

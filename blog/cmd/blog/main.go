@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	switch {
-	case len(args) == 0 || len(args) == 1 && args[0] == "serve":
+	case len(args) == 0 || (len(args) == 1 && args[0] == "serve"):
 		cfg, err := loadConfig(getenv)
 		if err != nil {
 			return err
@@ -151,5 +151,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	mux := server.New(log, postgres.New(base.Pool), authn)
 	checks := map[string]web.Check{"stream": rep.Ready, "keys": keys.Ready}
+	// The workers beside the HTTP server, stopped once it has finished its requests: the replica's
+	// consumer (with its listener, which wakes the lookups waiting for an apply) and the key watch.
 	return base.Serve(ctx, mux, checks, rep.Run, watch.Run)
 }

@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	switch {
-	case len(args) == 0 || len(args) == 1 && args[0] == "serve":
+	case len(args) == 0 || (len(args) == 1 && args[0] == "serve"):
 		cfg, err := loadConfig(getenv)
 		if err != nil {
 			return err
@@ -154,6 +154,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	store := postgres.New(base.Pool)
 	mux := server.New(log, store, authn)
 	checks := map[string]web.Check{"stream": rep.Ready, "keys": keys.Ready}
+	// The workers beside the HTTP server, stopped once it has finished its requests: the replica's
+	// consumer (with its listener, which wakes the lookups waiting for an apply), the key watch and
+	// the pruning of expired idempotency keys.
 	return base.Serve(ctx, mux, checks, rep.Run, watch.Run, pruneIdempotencyKeys(store, log))
 }
 
