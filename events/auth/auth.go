@@ -7,10 +7,18 @@
 // jku, x5u, x5c, jwk or crit: keys come only from the KeySet, never from a token.
 //
 // The middleware takes roles and status from the service's own view of the user (Users), never
-// from the token: the token says who, the replica says what they may do.
+// from the token: the token says who, the replica says what they may do. It declares the errors of
+// Users it understands (ErrUnknownUser, ErrNotCurrent); a Users wraps them.
+//
+// The files: jwk.go is the key format, keyset.go the set a Verifier reads, watch.go the KeyWatch
+// that keeps a set equal to what account publishes, verify.go the token checks, middleware.go the
+// HTTP side.
 package auth
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // Token settings of the contract.
 const (
@@ -25,3 +33,11 @@ const MaxTokenLen = 8 << 10
 
 // Audiences are the audiences account puts in every access token.
 var Audiences = []string{"blog", "shop"}
+
+// orDiscard returns log, or a logger that discards everything when log is nil.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}

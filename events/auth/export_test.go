@@ -2,5 +2,5 @@ package auth
 
 import "time"
 
-// SetResync sets how often Watch reads the key directly, for tests.
-func SetResync(k *KeySet, d time.Duration) { k.resync = d }
+// SetResync sets how often w reads the key directly besides watching it, for tests.
+func SetResync(w *KeyWatch, d time.Duration) { w.resync = d }

@@ -9,17 +9,25 @@ import (
 	"time"
 
 	"github.com/authmesh/events"
-	"github.com/authmesh/events/replica"
 	"github.com/authmesh/events/web"
 	"github.com/google/uuid"
 )
 
-// ErrUnknownUser is returned by a Users whose source of truth lacks the user (account's own
-// database): the request is unauthenticated. A replica never returns it; it waits, then answers
-// replica.ErrLagging.
-var ErrUnknownUser = errors.New("unknown user")
+// Errors a Users returns that Require understands; any other error is a failed lookup (503
+// unavailable). A Users wraps them in errors of its own (errors.Is sees through).
+var (
+	// ErrUnknownUser means the source of truth lacks the user (account's own database): the
+	// request is unauthenticated, 401. A replica never returns it; it waits, then answers
+	// ErrNotCurrent.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrNotCurrent means the user is not current yet: this service does not hold the user at the
+	// token's version (a replica that lags, or that could not apply one of the user's events). The
+	// answer is 503 replica_lagging with Retry-After.
+	ErrNotCurrent = errors.New("user not current yet")
+)
 
-// Users gives the current state of a user, at least at version minVersion.
+// Users gives the current state of a user, at least at version minVersion, or an error of the
+// ones above.
 type Users interface {
 	User(ctx context.Context, id uuid.UUID, minVersion int64) (events.User, error)
 }
@@ -82,7 +90,7 @@ func (a *Authenticator) authenticate(r *http.Request) (events.User, *web.Problem
 	case errors.Is(err, ErrUnknownUser):
 		a.log.InfoContext(ctx, "authentication refused", "user_id", id, "err", err)
 		return events.User{}, invalidToken()
-	case errors.Is(err, replica.ErrLagging), errors.Is(err, replica.ErrStale):
+	case errors.Is(err, ErrNotCurrent):
 		a.log.InfoContext(ctx, "user not current in replica", "user_id", id, "ver", c.Ver, "err", err)
 		p := web.NewProblem(http.StatusServiceUnavailable, web.CodeReplicaLagging,
 			"the latest state of this user has not reached this service yet; retry shortly")

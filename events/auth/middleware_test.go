@@ -95,6 +95,7 @@ func TestRequire(t *testing.T) {
 		{name: "J20 unknown user", header: authHeader("Bearer " + iss.Token(t, unknown)), want: invalid},
 		{name: "J21 disabled user", header: authHeader("Bearer " + iss.Token(t, disabled)),
 			want: want{status: http.StatusForbidden, code: web.CodeUserDisabled}},
+		{name: "not current", header: authHeader("Bearer " + tok), err: auth.ErrNotCurrent, want: lagging},
 		{name: "replica lagging", header: authHeader("Bearer " + tok), err: replica.ErrLagging, want: lagging},
 		{name: "replica stale", header: authHeader("Bearer " + tok), err: replica.ErrStale, want: lagging},
 		{name: "replica lagging wrapped", header: authHeader("Bearer " + tok), err: fmt.Errorf("user: %w", replica.ErrLagging), want: lagging},

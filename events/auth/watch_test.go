@@ -37,22 +37,22 @@ func watch(t *testing.T, srv *natstest.Server, resync time.Duration) *auth.KeySe
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := auth.NewKeyWatch(keys, srv.JetStream(t, natstest.Blog), slog.New(slog.NewTextHandler(t.Output(), nil)))
 	if resync > 0 {
-		auth.SetResync(keys, resync)
+		auth.SetResync(w, resync)
 	}
-	js := srv.JetStream(t, natstest.Blog)
 	wctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- keys.Watch(wctx, js, slog.New(slog.NewTextHandler(t.Output(), nil))) }()
+	go func() { done <- w.Run(wctx) }()
 	t.Cleanup(func() {
 		stop()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("Watch() = %v, want nil", err)
+				t.Errorf("Run() = %v, want nil", err)
 			}
 		case <-time.After(10 * time.Second):
-			t.Error("Watch did not return within 10s of its context ending")
+			t.Error("Run did not return within 10s of its context ending")
 		}
 	})
 	return keys
@@ -140,14 +140,14 @@ func TestWatchLoadsExisting(t *testing.T) {
 	a := authtest.NewIssuer(t)
 	a.PublishKeys(t, srv.JetStream(t, natstest.Account))
 	keys := &auth.KeySet{}
-	js := srv.JetStream(t, natstest.Blog)
+	w := auth.NewKeyWatch(keys, srv.JetStream(t, natstest.Blog), nil)
 	wctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- keys.Watch(wctx, js, nil) }()
+	go func() { done <- w.Run(wctx) }()
 	eventually(t, "existing key loaded", has(keys, a))
 	stop()
 	if err := <-done; err != nil {
-		t.Errorf("Watch() = %v, want nil", err)
+		t.Errorf("Run() = %v, want nil", err)
 	}
 }
 

@@ -251,13 +251,13 @@ func (r *Replica) commit(ctx context.Context, items []item) error {
 		for _, it := range items {
 			last = max(last, it.seq)
 			if it.reason != "" {
-				if err := AddDeadLetter(ctx, tx, it.deadLetter()); err != nil {
+				if err := addDeadLetter(ctx, tx, it.deadLetter()); err != nil {
 					return err
 				}
 				dead++
 				continue
 			}
-			changed, err := Apply(ctx, tx, it.seq, it.event)
+			changed, err := apply(ctx, tx, it.seq, it.event)
 			if err != nil {
 				return err
 			}
@@ -267,7 +267,7 @@ func (r *Replica) commit(ctx context.Context, items []item) error {
 				skipped++
 			}
 		}
-		return SetApplied(ctx, tx, last)
+		return setApplied(ctx, tx, last)
 	})
 	if err != nil {
 		return err

@@ -7,8 +7,17 @@ import (
 	"github.com/google/uuid"
 )
 
-// Internals for the tests of package replica_test (which must be external: authtest imports auth,
-// which imports replica).
+// Internals for the tests of package replica_test, which otherwise use the package as a service
+// does.
+
+// Apply is apply: the live apply into the replica's table.
+var Apply = apply
+
+// Applied is the replica's last applied stream sequence.
+var Applied = appliedSeq
+
+// ShadowTable is the copy of the table that a rebuild fills.
+const ShadowTable = shadowTable
 
 // Listening reports whether r's listener holds its LISTEN connection.
 func (r *Replica) Listening() bool { return r.listening.Load() }
@@ -21,7 +30,7 @@ func (r *Replica) Waiting(id uuid.UUID) int {
 }
 
 // Lookup is lookup.
-func Lookup(ctx context.Context, q Querier, id uuid.UUID) (u events.User, found, stale bool, err error) {
+func Lookup(ctx context.Context, q querier, id uuid.UUID) (u events.User, found, stale bool, err error) {
 	return lookup(ctx, q, id)
 }
 

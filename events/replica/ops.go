@@ -36,7 +36,7 @@ type ConsumerReport struct {
 // Status reads the replica's state in pool and the stream's and durable consumer's in js.
 func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, durable string) (StatusReport, error) {
 	const counts = `SELECT (SELECT last_seq FROM replica_state),
-		(SELECT count(*) FROM ` + Table + `),
+		(SELECT count(*) FROM ` + usersTable + `),
 		(SELECT count(*) FROM replica_dead_letters)`
 	var rep StatusReport
 	var applied int64
@@ -130,7 +130,7 @@ func Retry(ctx context.Context, pool *pgxpool.Pool, seq uint64) ([]RetryResult, 
 // apply it twice.
 func retryOne(ctx context.Context, pool *pgxpool.Pool, seq uint64) (RetryResult, error) {
 	const sel = `SELECT subject, user_id, data,
-			(SELECT stream_seq FROM ` + Table + ` WHERE id = d.user_id)
+			(SELECT stream_seq FROM ` + usersTable + ` WHERE id = d.user_id)
 		FROM replica_dead_letters d WHERE stream_seq = $1 FOR UPDATE`
 	const del = `WITH gone AS (DELETE FROM replica_dead_letters WHERE stream_seq = $1 RETURNING user_id)
 		SELECT pg_notify('` + notifyChannel + `', user_id::text) FROM gone WHERE user_id IS NOT NULL`
@@ -162,7 +162,7 @@ func retryOne(ctx context.Context, pool *pgxpool.Pool, seq uint64) (RetryResult,
 		default:
 			res.Outcome, res.Reason = RetryFailed, reason
 			d.Reason = clean(reason)
-			return AddDeadLetter(ctx, tx, d)
+			return addDeadLetter(ctx, tx, d)
 		}
 		if _, err := tx.Exec(ctx, del, int64(seq)); err != nil {
 			return fmt.Errorf("remove dead letter seq %d: %w", seq, err)
@@ -180,7 +180,7 @@ func applySaved(ctx context.Context, tx pgx.Tx, seq uint64, e events.Event) (rea
 	if err != nil {
 		return "", fmt.Errorf("savepoint: %w", err)
 	}
-	if _, err := Apply(ctx, sp, seq, e); err != nil {
+	if _, err := apply(ctx, sp, seq, e); err != nil {
 		_ = sp.Rollback(ctx)
 		if pg.DataError(err) {
 			return "apply: " + err.Error(), nil

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ShadowTable is the copy of Table that a rebuild fills before swapping it in. A copy left over by
+// shadowTable is the copy of usersTable that a rebuild fills before swapping it in. A copy left over by
 // an interrupted rebuild is dropped by the next one.
-const ShadowTable = Table + "_rebuild"
+const shadowTable = usersTable + "_rebuild"
 
 // batchTable is the session's temporary table that a rebuild copies each batch of events into.
 const batchTable = "replica_rebuild_batch"
@@ -124,7 +124,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, op
 		// Interrupted or failed: the live table was never touched; the copy goes.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		_, _ = conn.Exec(cctx, `DROP TABLE IF EXISTS `+ShadowTable)
+		_, _ = conn.Exec(cctx, `DROP TABLE IF EXISTS `+shadowTable)
 	}()
 
 	r := streamRange{fromSeq: opts.FromSeq, fromTime: opts.Since, last: res.LastSeq}
@@ -139,8 +139,8 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, op
 	}
 	// The copy is filled unlogged, which is faster; it is written to the WAL in one go before it
 	// becomes the live table. (A crash before that only loses the copy.)
-	if _, err := conn.Exec(ctx, `ALTER TABLE `+ShadowTable+` SET LOGGED`); err != nil {
-		return res, fmt.Errorf("rebuild: log %s: %w", ShadowTable, err)
+	if _, err := conn.Exec(ctx, `ALTER TABLE `+shadowTable+` SET LOGGED`); err != nil {
+		return res, fmt.Errorf("rebuild: log %s: %w", shadowTable, err)
 	}
 	merged, err := swap(ctx, conn, res.LastSeq, res.Full, copiedAt)
 	if err != nil {
@@ -152,11 +152,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, op
 	return res, nil
 }
 
-// createShadow creates ShadowTable (unlogged) shaped like Table, dropping a leftover first, and for a partial
+// createShadow creates shadowTable (unlogged) shaped like usersTable, dropping a leftover first, and for a partial
 // rebuild copies the live rows into it. It returns the database's time at the copy.
 func createShadow(ctx context.Context, conn *pgx.Conn, copyLive bool) (time.Time, error) {
-	const create = `DROP TABLE IF EXISTS ` + ShadowTable + `;
-		CREATE UNLOGGED TABLE ` + ShadowTable + ` (LIKE ` + Table + ` INCLUDING ALL);
+	const create = `DROP TABLE IF EXISTS ` + shadowTable + `;
+		CREATE UNLOGGED TABLE ` + shadowTable + ` (LIKE ` + usersTable + ` INCLUDING ALL);
 		CREATE TEMP TABLE IF NOT EXISTS ` + batchTable + ` (
 			seq          bigint NOT NULL,
 			id           uuid NOT NULL,
@@ -166,28 +166,28 @@ func createShadow(ctx context.Context, conn *pgx.Conn, copyLive bool) (time.Time
 			status       text NOT NULL,
 			version      bigint NOT NULL
 		) ON COMMIT DELETE ROWS`
-	const copyRows = `INSERT INTO ` + ShadowTable + ` SELECT * FROM ` + Table
+	const copyRows = `INSERT INTO ` + shadowTable + ` SELECT * FROM ` + usersTable
 	var at time.Time
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, create); err != nil {
-			return fmt.Errorf("create %s: %w", ShadowTable, err)
+			return fmt.Errorf("create %s: %w", shadowTable, err)
 		}
 		// now() is the transaction's start, before the copy's snapshot.
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&at); err != nil {
-			return fmt.Errorf("create %s: %w", ShadowTable, err)
+			return fmt.Errorf("create %s: %w", shadowTable, err)
 		}
 		if !copyLive {
 			return nil
 		}
 		if _, err := tx.Exec(ctx, copyRows); err != nil {
-			return fmt.Errorf("copy %s into %s: %w", Table, ShadowTable, err)
+			return fmt.Errorf("copy %s into %s: %w", usersTable, shadowTable, err)
 		}
 		return nil
 	})
 	return at, err
 }
 
-// fill reads r from the stream and applies it to ShadowTable. Reading and decoding run in a
+// fill reads r from the stream and applies it to shadowTable. Reading and decoding run in a
 // goroutine of their own while the batches are written, so that both go at once.
 func fill(ctx context.Context, conn *pgx.Conn, s jetstream.Stream, r streamRange, progress func(Progress), res *RebuildResult) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -235,7 +235,7 @@ func fill(ctx context.Context, conn *pgx.Conn, s jetstream.Stream, r streamRange
 	return readErr
 }
 
-// writeBatch applies one batch to ShadowTable in one transaction: COPY into the temporary table,
+// writeBatch applies one batch to shadowTable in one transaction: COPY into the temporary table,
 // then one gated upsert of the newest state per user. Counting applied events the way one by one
 // application would (newer than the row and than the user's earlier events in the batch) reads
 // the copy as it was before the upsert, which a data-modifying WITH guarantees; the row is read
@@ -249,21 +249,13 @@ func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildRe
 		SELECT DISTINCT ON (id) seq, id, email, display_name, roles, status, version
 		FROM ` + batchTable + ` ORDER BY id, version DESC, seq),
 	upserted AS (
-		INSERT INTO ` + ShadowTable + ` AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
+		INSERT INTO ` + shadowTable + ` AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
 		SELECT id, email, display_name, roles, status, version, seq, now() FROM newest
-		ON CONFLICT (id) DO UPDATE SET
-			email = EXCLUDED.email,
-			display_name = EXCLUDED.display_name,
-			roles = EXCLUDED.roles,
-			status = EXCLUDED.status,
-			version = EXCLUDED.version,
-			stream_seq = EXCLUDED.stream_seq,
-			updated_at = EXCLUDED.updated_at
-		WHERE u.version < EXCLUDED.version
+		` + newerVersionWins + `
 		RETURNING 1)
 	SELECT count(*) FROM batch b
 	WHERE (b.earlier IS NULL OR b.version > b.earlier)
-		AND b.version > coalesce((SELECT r.version FROM ` + ShadowTable + ` r WHERE r.id = b.id), 0)`
+		AND b.version > coalesce((SELECT r.version FROM ` + shadowTable + ` r WHERE r.id = b.id), 0)`
 
 	rows := make([][]any, 0, len(b))
 	for _, m := range b {
@@ -302,53 +294,45 @@ func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildRe
 	return nil
 }
 
-// swap puts ShadowTable in the place of Table in one transaction and returns how many live rows
-// it merged. Under an EXCLUSIVE lock on Table, which lets reads go on and makes the consumer's
+// swap puts shadowTable in the place of usersTable in one transaction and returns how many live rows
+// it merged. Under an EXCLUSIVE lock on usersTable, which lets reads go on and makes the consumer's
 // writes wait, it merges into the copy, with the version gate, the live rows the consumer set
 // from events after last (and, for a partial rebuild, every row it changed since the copy, which
-// may be older events it was still catching up on); then it drops Table, renames the copy and its
+// may be older events it was still catching up on); then it drops usersTable, renames the copy and its
 // indexes to the live names (so that the next rebuild's names are free), and wakes every waiter
-// of User. The consumer's statements name Table, so they go on against the new table.
+// of User. The consumer's statements name usersTable, so they go on against the new table.
 func swap(ctx context.Context, conn *pgx.Conn, last uint64, full bool, copiedAt time.Time) (uint64, error) {
-	const merge = `INSERT INTO ` + ShadowTable + ` AS u
-		SELECT * FROM ` + Table + ` l WHERE l.stream_seq > $1 OR (NOT $2 AND l.updated_at >= $3)
-		ON CONFLICT (id) DO UPDATE SET
-			email = EXCLUDED.email,
-			display_name = EXCLUDED.display_name,
-			roles = EXCLUDED.roles,
-			status = EXCLUDED.status,
-			version = EXCLUDED.version,
-			stream_seq = EXCLUDED.stream_seq,
-			updated_at = EXCLUDED.updated_at
-		WHERE u.version < EXCLUDED.version`
+	const merge = `INSERT INTO ` + shadowTable + ` AS u
+		SELECT * FROM ` + usersTable + ` l WHERE l.stream_seq > $1 OR (NOT $2 AND l.updated_at >= $3)
+		` + newerVersionWins
 	const indexes = `SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		WHERE i.indrelid = '` + Table + `'::regclass`
+		WHERE i.indrelid = '` + usersTable + `'::regclass`
 	var merged uint64
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `LOCK TABLE `+Table+` IN EXCLUSIVE MODE`); err != nil {
-			return fmt.Errorf("lock %s: %w", Table, err)
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+usersTable+` IN EXCLUSIVE MODE`); err != nil {
+			return fmt.Errorf("lock %s: %w", usersTable, err)
 		}
 		tag, err := tx.Exec(ctx, merge, int64(last), full, copiedAt.Add(-mergeMargin))
 		if err != nil {
-			return fmt.Errorf("merge %s into %s: %w", Table, ShadowTable, err)
+			return fmt.Errorf("merge %s into %s: %w", usersTable, shadowTable, err)
 		}
 		merged = uint64(tag.RowsAffected())
-		if _, err := tx.Exec(ctx, `DROP TABLE `+Table+`; ALTER TABLE `+ShadowTable+` RENAME TO `+Table); err != nil {
-			return fmt.Errorf("swap %s for %s: %w", ShadowTable, Table, err)
+		if _, err := tx.Exec(ctx, `DROP TABLE `+usersTable+`; ALTER TABLE `+shadowTable+` RENAME TO `+usersTable); err != nil {
+			return fmt.Errorf("swap %s for %s: %w", shadowTable, usersTable, err)
 		}
 		rows, err := tx.Query(ctx, indexes)
 		if err != nil {
-			return fmt.Errorf("list indexes of %s: %w", Table, err)
+			return fmt.Errorf("list indexes of %s: %w", usersTable, err)
 		}
 		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return fmt.Errorf("list indexes of %s: %w", Table, err)
+			return fmt.Errorf("list indexes of %s: %w", usersTable, err)
 		}
 		for _, name := range names {
-			if !strings.HasPrefix(name, ShadowTable) {
+			if !strings.HasPrefix(name, shadowTable) {
 				continue
 			}
-			to := Table + strings.TrimPrefix(name, ShadowTable)
+			to := usersTable + strings.TrimPrefix(name, shadowTable)
 			rename := `ALTER INDEX ` + pgx.Identifier{name}.Sanitize() + ` RENAME TO ` + pgx.Identifier{to}.Sanitize()
 			if _, err := tx.Exec(ctx, rename); err != nil {
 				return fmt.Errorf("rename index %s: %w", name, err)
@@ -362,7 +346,7 @@ func swap(ctx context.Context, conn *pgx.Conn, last uint64, full bool, copiedAt 
 	return merged, err
 }
 
-// writeOneByOne applies the events of b to ShadowTable one transaction each, counting the ones the
+// writeOneByOne applies the events of b to shadowTable one transaction each, counting the ones the
 // database refuses (data exception, constraint) as invalid, as the consumer dead-letters them.
 func writeOneByOne(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildResult) error {
 	for _, m := range b {
@@ -375,7 +359,7 @@ func writeOneByOne(ctx context.Context, conn *pgx.Conn, b []message, res *Rebuil
 		var changed bool
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			var err error
-			changed, err = ApplyTo(ctx, tx, ShadowTable, m.seq, m.event)
+			changed, err = applyTo(ctx, tx, shadowTable, m.seq, m.event)
 			return err
 		})
 		switch {

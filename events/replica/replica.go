@@ -18,24 +18,27 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/authmesh/events"
+	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/migrate"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Errors of User.
+// Errors of User. Both are auth.ErrNotCurrent to the middleware, which answers 503
+// replica_lagging.
 var (
 	// ErrLagging means the replica did not reach the requested version within the wait.
-	ErrLagging = errors.New("replica lagging")
+	ErrLagging = fmt.Errorf("replica lagging: %w", auth.ErrNotCurrent)
 	// ErrStale means an event of the user could not be applied and sits in dead letters.
-	ErrStale = errors.New("replica stale for user")
+	ErrStale = fmt.Errorf("replica stale for user: %w", auth.ErrNotCurrent)
 )
 
 // DefaultWait is how long User waits for the replica to catch up.

@@ -10,11 +10,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Table is the table of replicated users. A rebuild fills a copy of it (ApplyTo) and swaps the
-// copy in by renaming it.
-const Table = "replica_users"
+// usersTable is the table of replicated users. A rebuild fills a copy of it (applyTo) and swaps
+// the copy in by renaming it.
+const usersTable = "replica_users"
 
 // notifyChannel is the channel on which every apply announces the ids of the users it changed.
 const notifyChannel = "replica_users"
@@ -22,29 +23,11 @@ const notifyChannel = "replica_users"
 // notifyAll is the payload that wakes every waiter, sent when a rebuild swaps the table in.
 const notifyAll = "*"
 
-// Querier runs SQL: a pgx.Tx, a *pgx.Conn or a *pgxpool.Pool.
-type Querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// Apply writes the user state that e carries into the replica, if e's version is newer than the
-// row's, recording seq as the row's stream sequence. It reports whether the row changed: false
-// means the event was a duplicate or older than what the replica holds (skipped). A change sends
-// a NOTIFY with the user id, delivered when the transaction of q commits. e must be valid.
-func Apply(ctx context.Context, q Querier, seq uint64, e events.Event) (bool, error) {
-	return ApplyTo(ctx, q, Table, seq, e)
-}
-
-// ApplyTo is Apply into table, a table shaped like Table (e.g. the copy a rebuild fills).
-func ApplyTo(ctx context.Context, q Querier, table string, seq uint64, e events.Event) (bool, error) {
-	// The table is named once, so the statement works on any copy of it. The version gate makes
-	// duplicates, redeliveries, reordering and replays converge on the highest version.
-	const upsert = `WITH changed AS (
-		INSERT INTO %s AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-		ON CONFLICT (id) DO UPDATE SET
+// newerVersionWins ends every INSERT of user rows, into usersTable or a copy of it aliased u: a
+// row is replaced only by a newer version of the user. This gate is what makes duplicates,
+// redeliveries, reordering and replays converge on the highest version, so the live apply, a
+// rebuild's batches and its merge at the swap share this one definition.
+const newerVersionWins = `ON CONFLICT (id) DO UPDATE SET
 			email = EXCLUDED.email,
 			display_name = EXCLUDED.display_name,
 			roles = EXCLUDED.roles,
@@ -52,7 +35,30 @@ func ApplyTo(ctx context.Context, q Querier, table string, seq uint64, e events.
 			version = EXCLUDED.version,
 			stream_seq = EXCLUDED.stream_seq,
 			updated_at = EXCLUDED.updated_at
-		WHERE u.version < EXCLUDED.version
+		WHERE u.version < EXCLUDED.version`
+
+// querier runs SQL: a pgx.Tx, a *pgx.Conn or a *pgxpool.Pool.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// apply writes the user state that e carries into the replica, if e's version is newer than the
+// row's, recording seq as the row's stream sequence. It reports whether the row changed: false
+// means the event was a duplicate or older than what the replica holds (skipped). A change sends
+// a NOTIFY with the user id, delivered when the transaction of q commits. e must be valid.
+func apply(ctx context.Context, q querier, seq uint64, e events.Event) (bool, error) {
+	return applyTo(ctx, q, usersTable, seq, e)
+}
+
+// applyTo is apply into table, a table shaped like usersTable (the copy a rebuild fills).
+func applyTo(ctx context.Context, q querier, table string, seq uint64, e events.Event) (bool, error) {
+	// The table is named once, so the statement works on any copy of it.
+	const upsert = `WITH changed AS (
+		INSERT INTO %s AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+		` + newerVersionWins + `
 		RETURNING id)
 	SELECT id, pg_notify('` + notifyChannel + `', id::text) FROM changed`
 	u := e.User
@@ -75,12 +81,12 @@ type DeadLetter struct {
 	UserID  *uuid.UUID // user named by the subject; nil when the subject names none
 	Data    []byte     // payload as received
 	Reason  string     // why it could not be applied
-	At      time.Time  // when it was recorded (set by AddDeadLetter)
+	At      time.Time  // when it was recorded (set by addDeadLetter)
 }
 
-// AddDeadLetter records d (again, if its sequence is already recorded: the reason is replaced) and
+// addDeadLetter records d (again, if its sequence is already recorded: the reason is replaced) and
 // wakes the callers of User waiting for its user, who then get ErrStale.
-func AddDeadLetter(ctx context.Context, q Querier, d DeadLetter) error {
+func addDeadLetter(ctx context.Context, q querier, d DeadLetter) error {
 	const insert = `WITH added AS (
 		INSERT INTO replica_dead_letters (stream_seq, subject, user_id, data, reason)
 		VALUES ($1, $2, $3, $4, $5)
@@ -98,10 +104,10 @@ func AddDeadLetter(ctx context.Context, q Querier, d DeadLetter) error {
 }
 
 // DeadLetters lists the dead letters in stream order.
-func DeadLetters(ctx context.Context, q Querier) ([]DeadLetter, error) {
+func DeadLetters(ctx context.Context, pool *pgxpool.Pool) ([]DeadLetter, error) {
 	const list = `SELECT stream_seq, subject, user_id, data, reason, created_at
 		FROM replica_dead_letters ORDER BY stream_seq`
-	rows, err := q.Query(ctx, list)
+	rows, err := pool.Query(ctx, list)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
@@ -118,9 +124,9 @@ func DeadLetters(ctx context.Context, q Querier) ([]DeadLetter, error) {
 	return dls, nil
 }
 
-// SetApplied records seq as applied: the replica's last applied sequence becomes the highest of
+// setApplied records seq as applied: the replica's last applied sequence becomes the highest of
 // seq and what it was.
-func SetApplied(ctx context.Context, q Querier, seq uint64) error {
+func setApplied(ctx context.Context, q querier, seq uint64) error {
 	const update = `UPDATE replica_state SET last_seq = GREATEST(last_seq, $1), updated_at = now()`
 	if _, err := q.Exec(ctx, update, int64(seq)); err != nil {
 		return fmt.Errorf("set applied seq %d: %w", seq, err)
@@ -128,8 +134,8 @@ func SetApplied(ctx context.Context, q Querier, seq uint64) error {
 	return nil
 }
 
-// Applied returns the replica's last applied stream sequence (0 before the first).
-func Applied(ctx context.Context, q Querier) (uint64, error) {
+// appliedSeq returns the replica's last applied stream sequence (0 before the first).
+func appliedSeq(ctx context.Context, q querier) (uint64, error) {
 	var seq int64
 	if err := q.QueryRow(ctx, `SELECT last_seq FROM replica_state`).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("read applied seq: %w", err)
@@ -139,7 +145,7 @@ func Applied(ctx context.Context, q Querier) (uint64, error) {
 
 // lookup reads user id and whether a dead letter names it, in one round trip. found is false when
 // the replica has no row for id.
-func lookup(ctx context.Context, q Querier, id uuid.UUID) (u events.User, found, stale bool, err error) {
+func lookup(ctx context.Context, q querier, id uuid.UUID) (u events.User, found, stale bool, err error) {
 	const sel = `SELECT EXISTS (SELECT 1 FROM replica_dead_letters WHERE user_id = $1),
 		u.email, u.display_name, u.roles, u.status, u.version
 		FROM (VALUES (1)) AS one LEFT JOIN replica_users u ON u.id = $1`

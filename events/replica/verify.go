@@ -93,7 +93,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, pro
 	}
 	res.Users = len(newest)
 
-	const sel = `SELECT id, email, display_name, roles, status, version, stream_seq FROM ` + Table
+	const sel = `SELECT id, email, display_name, roles, status, version, stream_seq FROM ` + usersTable
 	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		// The read holds the table for a while: a rebuild's swap must not queue behind it (and
 		// the service's reads behind the swap), so the two exclude each other.
@@ -104,7 +104,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, pro
 		if !locked {
 			return ErrRebuildRunning
 		}
-		applied, err := Applied(ctx, tx)
+		applied, err := appliedSeq(ctx, tx)
 		if err != nil {
 			return err
 		}

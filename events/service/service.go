@@ -1,6 +1,8 @@
-// Package service is the start-up and shutdown every service shares: configuration from the
-// environment, the logger, the Postgres pool, the NATS connection, the metrics registry, and a
-// Serve that runs the HTTP server beside the service's background loops and stops them in order.
+// Package service holds the parts of start-up and shutdown that every service's main uses: the
+// shared configuration (LoadConfig), the logger, the Postgres pool, the NATS connection, the
+// metrics registry, and Serve, which runs the HTTP server beside the workers it is given and stops
+// them in order. It starts nothing of its own: each main builds its parts and lists every worker
+// it runs in its call of Serve.
 package service
 
 import (
@@ -36,6 +38,10 @@ type Config struct {
 
 // DefaultNATSURL is NATS_URL when unset.
 const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// DefaultIssuer is TOKEN_ISSUER when unset: the iss that account signs with and that blog and
+// shop accept.
+const DefaultIssuer = "account"
 
 // LoadConfig reads HTTP_ADDR, DATABASE_URL, NATS_URL, NATS_CREDS and LOG_LEVEL through getenv,
 // falling back to the values in defaults (and DefaultNATSURL, and "info").

@@ -6,9 +6,9 @@
 //	blog [serve]
 //	blog replica status [--json] | rebuild [--from-seq N | --since RFC3339] | verify | dead-letters [list | retry [--seq N]]
 //
-// Configuration comes from the environment: HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL and
-// TOKEN_ISSUER. The replica commands are the operator's (docs/operations.md); they exit 0 on
-// success, 1 on failure or differences, 2 on bad usage.
+// Configuration is read from the environment (see loadConfig). The replica commands are the
+// operator's (docs/operations.md); they exit 0 on success, 1 on failure or differences, 2 on bad
+// usage.
 package main
 
 import (
@@ -16,54 +16,118 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/authmesh/blog/internal/postgres"
 	"github.com/authmesh/blog/internal/server"
+	"github.com/authmesh/events/auth"
+	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/pg"
+	"github.com/authmesh/events/replica"
 	"github.com/authmesh/events/replica/replicacmd"
 	"github.com/authmesh/events/service"
+	"github.com/authmesh/events/web"
 )
 
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	var code replicacmd.ExitCode
-	if errors.As(err, &code) {
+	switch {
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case errors.As(err, &code):
 		os.Exit(int(code))
-	}
-	if err != nil {
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "blog:", service.OneLine(err))
 		os.Exit(1)
 	}
 }
 
-// defaults are the blog's configuration when the environment sets none.
-var defaults = service.Config{
-	Name:        "blog",
-	HTTPAddr:    "127.0.0.1:8082",
-	DatabaseURL: "postgres://postgres@127.0.0.1:5432/blog?sslmode=disable",
-}
+// errUsage is returned by run for a command line it does not understand, after printing usage.
+var errUsage = errors.New("usage")
 
-// run runs the command of args until ctx is done or SIGINT/SIGTERM arrives, and returns nil after
-// a clean stop.
+const usage = "usage: blog [serve] | blog replica <command> (blog replica help)"
+
+// run is the program: it reads the command from args and the configuration through getenv,
+// logs to stderr, prints a command's output to stdout, and returns when the command is done or,
+// for serve, when ctx is done or SIGINT/SIGTERM arrives (nil after a clean shutdown). A replica
+// command that fails returns its replicacmd.ExitCode.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	return replicacmd.Main(ctx, defaults, args, getenv, stdout, stderr, func(ctx context.Context) error {
-		return serve(ctx, getenv, stderr)
+	switch {
+	case len(args) == 0 || (len(args) == 1 && args[0] == "serve"):
+		cfg, err := loadConfig(getenv)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, service.NewLogger(stderr, cfg.LogLevel))
+	case args[0] == "replica":
+		load := func() (service.Config, error) {
+			cfg, err := loadConfig(getenv)
+			return cfg.Config, err
+		}
+		if code := replicacmd.Run(ctx, "blog", load, args[1:], stdout, stderr); code != replicacmd.ExitOK {
+			return replicacmd.ExitCode(code)
+		}
+		return nil
+	case len(args) == 1 && isHelp(args[0]):
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "blog: unknown command %q\n%s\n", strings.Join(args, " "), usage)
+	return errUsage
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// config is the blog's configuration.
+type config struct {
+	service.Config
+	TokenIssuer string // TOKEN_ISSUER: the iss a token must carry
+}
+
+// loadConfig reads the configuration through getenv: HTTP_ADDR, DATABASE_URL, NATS_URL,
+// NATS_CREDS and LOG_LEVEL (service.LoadConfig), and TOKEN_ISSUER.
+func loadConfig(getenv func(string) string) (config, error) {
+	base, err := service.LoadConfig(getenv, service.Config{
+		Name:        "blog",
+		HTTPAddr:    "127.0.0.1:8082",
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/blog?sslmode=disable",
 	})
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{Config: base, TokenIssuer: service.DefaultIssuer}
+	if v := strings.TrimSpace(getenv("TOKEN_ISSUER")); v != "" {
+		cfg.TokenIssuer = v
+	}
+	return cfg, nil
+}
+
+// logAttrs is the configuration as logged at start: no credentials in URLs.
+func (c config) logAttrs() []any {
+	return []any{
+		"addr", c.HTTPAddr,
+		"database", pg.Redact(c.DatabaseURL),
+		"nats", bus.Redact(c.NATSURL),
+		"log_level", c.LogLevel,
+		"token_issuer", c.TokenIssuer,
+	}
 }
 
 // serve runs the HTTP API beside the replica's consumer and the key watch until ctx is done.
-func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := service.LoadConfig(getenv, defaults)
-	if err != nil {
-		return err
-	}
-	log := service.NewLogger(stderr, cfg.LogLevel)
-	base, err := service.Open(ctx, cfg, log)
+func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	log.Info("starting", cfg.logAttrs()...)
+	base, err := service.Open(ctx, cfg.Config, log)
 	if err != nil {
 		return err
 	}
@@ -71,10 +135,23 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err := postgres.Migrate(ctx, base.Pool); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	svc, err := service.OpenReplicated(ctx, cfg, getenv, base)
+	if err := replica.Migrate(ctx, base.Pool); err != nil {
+		return fmt.Errorf("migrate replica: %w", err)
+	}
+
+	// Nothing here is declared on NATS: the replica's consumer waits for the stream, and the key
+	// watch for the bucket, that account creates.
+	rep, err := replica.New(replica.Config{Pool: base.Pool, JS: base.JS, Durable: cfg.Name, Log: log, Metrics: base.Metrics})
 	if err != nil {
 		return err
 	}
-	mux := server.New(log, postgres.New(base.Pool), svc.Auth)
-	return svc.Serve(ctx, mux)
+	keys := &auth.KeySet{}
+	watch := auth.NewKeyWatch(keys, base.JS, log)
+	authn := auth.New(&auth.Verifier{Keys: keys, Issuer: cfg.TokenIssuer, Audience: cfg.Name}, rep, log)
+
+	mux := server.New(log, postgres.New(base.Pool), authn)
+	checks := map[string]web.Check{"stream": rep.Ready, "keys": keys.Ready}
+	// The workers beside the HTTP server, stopped once it has finished its requests: the replica's
+	// consumer (with its listener, which wakes the lookups waiting for an apply) and the key watch.
+	return base.Serve(ctx, mux, checks, rep.Run, watch.Run)
 }

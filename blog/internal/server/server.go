@@ -22,7 +22,7 @@ type Authenticator interface {
 }
 
 // New returns a mux serving the blog's API. The caller adds health, metrics and the global
-// middleware (service.Replicated.Serve does).
+// middleware (service.Base.Serve does).
 func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.ServeMux {
 	mux := http.NewServeMux()
 	addRoutes(mux, log, store, authn)

@@ -24,8 +24,15 @@ import (
 
 const patience = 15 * time.Second
 
-// defaults are a service's, as its main passes them; the tests set DATABASE_URL and NATS_URL.
+// defaults are a service's, as its loadConfig has them; the tests set DATABASE_URL and NATS_URL.
 var defaults = service.Config{Name: "blog", HTTPAddr: "127.0.0.1:0", DatabaseURL: "postgres://nobody@127.0.0.1:1/none"}
+
+// load is the configuration of vars over defaults, as a service's main hands it to Run.
+func load(vars map[string]string) func() (service.Config, error) {
+	return func() (service.Config, error) {
+		return service.LoadConfig(func(k string) string { return vars[k] }, defaults)
+	}
+}
 
 type env struct {
 	vars map[string]string
@@ -64,17 +71,17 @@ func run(t *testing.T, vars map[string]string, args ...string) (int, string, str
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	code := replicacmd.Run(ctx, defaults, args, func(k string) string { return vars[k] }, &stdout, &stderr)
+	code := replicacmd.Run(ctx, defaults.Name, load(vars), args, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 
 func (e env) applied(t *testing.T) uint64 {
 	t.Helper()
-	seq, err := replica.Applied(context.Background(), e.pool)
-	if err != nil {
+	var seq int64
+	if err := e.pool.QueryRow(context.Background(), `SELECT last_seq FROM replica_state`).Scan(&seq); err != nil {
 		t.Fatal(err)
 	}
-	return seq
+	return uint64(seq)
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -282,7 +289,7 @@ func TestRebuildInterrupted(t *testing.T) {
 	defer cancel()
 	stdout := &interrupter{cancel: cancel}
 	var stderr bytes.Buffer
-	code := replicacmd.Run(ctx, defaults, []string{"rebuild"}, func(k string) string { return e.vars[k] }, stdout, &stderr)
+	code := replicacmd.Run(ctx, defaults.Name, load(e.vars), []string{"rebuild"}, stdout, &stderr)
 	if code != replicacmd.ExitFailure || !strings.Contains(stderr.String(), "interrupted") || strings.Count(stderr.String(), "\n") != 1 {
 		t.Errorf("interrupted rebuild = %d, stderr %q; want 1 and one line saying interrupted", code, stderr.String())
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -14,7 +15,9 @@ import (
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/natstest"
 	"github.com/authmesh/events/replica/replicacmd"
+	"github.com/authmesh/events/service"
 	"github.com/authmesh/events/servicetest"
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -135,13 +138,92 @@ func TestShopThroughRun(t *testing.T) {
 	}
 }
 
-// TestCommandLine checks that the binary reads the shared command line (replicacmd.Main has the
-// full table): an unknown command is a usage error, exit 2.
+// TestCommandLine checks the command line that main reads: serve, replica, help; anything else is
+// a usage error (exit 2) that prints the usage.
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
-	var stderr strings.Builder
-	err := run(t.Context(), []string{"nonsense"}, func(string) string { return "" }, io.Discard, &stderr)
-	if code, ok := errors.AsType[replicacmd.ExitCode](err); !ok || code != 2 || !strings.Contains(stderr.String(), replicacmd.Usage("shop")) {
-		t.Errorf("run(nonsense) = %v, stderr %q; want exit code 2 and the usage", err, stderr.String())
+	getenv := func(string) string { return "" }
+	for _, args := range [][]string{{"nonsense"}, {"serve", "extra"}} {
+		var stderr strings.Builder
+		err := run(t.Context(), args, getenv, io.Discard, &stderr)
+		if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), usage) {
+			t.Errorf("run(%q) = %v, stderr %q; want errUsage and the usage", args, err, stderr.String())
+		}
+	}
+	for _, arg := range []string{"-h", "--help", "help"} {
+		var stdout strings.Builder
+		if err := run(t.Context(), []string{arg}, getenv, &stdout, io.Discard); err != nil || stdout.String() != usage+"\n" {
+			t.Errorf("run(%q) = %v, stdout %q; want nil and the usage", arg, err, stdout.String())
+		}
+	}
+	if err := run(t.Context(), []string{"replica", "frobnicate"}, getenv, io.Discard, io.Discard); err != replicacmd.ExitCode(2) {
+		t.Errorf("run(replica frobnicate) = %v, want ExitCode(2)", err)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    config
+		wantErr string
+	}{
+		{
+			name: "defaults",
+			want: config{Config: service.Config{Name: "shop", HTTPAddr: "127.0.0.1:8083",
+				DatabaseURL: "postgres://postgres@127.0.0.1:5432/shop?sslmode=disable",
+				NATSURL:     "nats://127.0.0.1:4222", LogLevel: "info"}, TokenIssuer: "account"},
+		},
+		{
+			name: "set",
+			env: map[string]string{"HTTP_ADDR": ":9000", "DATABASE_URL": "postgres://db/shop", "NATS_URL": "nats://n:4222",
+				"NATS_CREDS": "/run/shop.creds", "LOG_LEVEL": "debug", "TOKEN_ISSUER": " https://id.example.com "},
+			want: config{Config: service.Config{Name: "shop", HTTPAddr: ":9000", DatabaseURL: "postgres://db/shop",
+				NATSURL: "nats://n:4222", NATSCreds: "/run/shop.creds", LogLevel: "debug"}, TokenIssuer: "https://id.example.com"},
+		},
+		{name: "bad log level", env: map[string]string{"LOG_LEVEL": "loud"}, wantErr: "LOG_LEVEL"},
+		{name: "bad database url", env: map[string]string{"DATABASE_URL": "::nonsense"}, wantErr: "DATABASE_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadConfig(func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("loadConfig() = %v, want an error naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("loadConfig() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLogAttrs: the configuration logged at start names the servers but not their passwords.
+func TestLogAttrs(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"DATABASE_URL": "postgres://shop:db-pw-123@db:5432/shop",
+		"NATS_URL":     "nats://shop:nats-pw-456@n1:4222,nats://shop:nats-pw-456@n2:4222",
+	}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintln(cfg.logAttrs()...)
+	for _, secret := range []string{"db-pw-123", "nats-pw-456"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("logged configuration %q holds %q", got, secret)
+		}
+	}
+	for _, want := range []string{"db:5432", "n1:4222", "n2:4222", "token_issuer account"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("logged configuration %q lacks %q", got, want)
+		}
 	}
 }

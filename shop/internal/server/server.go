@@ -24,7 +24,7 @@ type Authenticator interface {
 }
 
 // New returns a mux serving the shop's API. The caller adds health and metrics and wraps it (see
-// service.Replicated.Serve).
+// service.Base.Serve).
 func New(log *slog.Logger, store *postgres.Store, authn Authenticator) *http.ServeMux {
 	mux := http.NewServeMux()
 	addRoutes(mux, log, store, authn)

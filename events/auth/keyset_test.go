@@ -4,28 +4,14 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/authtest"
-	"github.com/google/go-cmp/cmp"
 )
-
-// TestNewJWK checks the JWK and its thumbprint against the example of RFC 8037, appendix A.
-func TestNewJWK(t *testing.T) {
-	t.Parallel()
-	x := "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
-	pub, err := base64.RawURLEncoding.DecodeString(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := auth.JWK{Kty: "OKP", Crv: "Ed25519", X: x, Kid: "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k", Use: "sig", Alg: "EdDSA"}
-	if diff := cmp.Diff(want, auth.NewJWK(ed25519.PublicKey(pub))); diff != "" {
-		t.Errorf("NewJWK() (-want +got):\n%s", diff)
-	}
-}
 
 func TestNewKeySet(t *testing.T) {
 	t.Parallel()
@@ -170,4 +156,19 @@ func TestKeySetConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestKeySetReady: a service is not ready to verify tokens before it holds a key.
+func TestKeySetReady(t *testing.T) {
+	t.Parallel()
+	k := &auth.KeySet{}
+	if err := k.Ready(t.Context()); !errors.Is(err, auth.ErrNoKeys) {
+		t.Errorf("Ready() of an empty set = %v, want ErrNoKeys", err)
+	}
+	if err := k.Replace(authtest.NewIssuer(t).JWKS(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Ready(t.Context()); err != nil {
+		t.Errorf("Ready() with a key = %v, want nil", err)
+	}
 }
