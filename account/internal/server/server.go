@@ -166,8 +166,8 @@ func parsePage(r *http.Request) (account.Page, error) {
 	return account.Page{Limit: p.Limit, After: (*account.Cursor)(p.After)}, nil
 }
 
-// requireAdmin lets through only users holding the admin role; it must run inside
-// Authenticator.Require.
+// requireAdmin lets through only users who may administer users (account.CanAdminister); it must
+// run inside Authenticator.Require.
 func requireAdmin(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, err := user(r)
@@ -175,7 +175,7 @@ func requireAdmin(log *slog.Logger, h http.Handler) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		if !u.HasRole(events.RoleAdmin) {
+		if !account.CanAdminister(u) {
 			web.Forbidden("this requires the admin role").Write(w)
 			return
 		}

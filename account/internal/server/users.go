@@ -102,7 +102,7 @@ func handleGetUser(log *slog.Logger, store *postgres.Store) http.Handler {
 			writeError(w, r, log, err)
 			return
 		}
-		if me.ID != id && !me.HasRole(events.RoleAdmin) {
+		if !account.CanSeeUser(me, id) {
 			writeError(w, r, log, account.ErrNotFound)
 			return
 		}

@@ -10,7 +10,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/authmesh/events"
 	"github.com/google/uuid"
 )
 
@@ -69,14 +68,6 @@ type Page struct {
 	Posts []Post
 	// Next is the key to pass as Query.After for the next page; nil on the last page.
 	Next *Cursor
-}
-
-// CanEdit reports whether u may change p: only its author may.
-func CanEdit(u events.User, p Post) bool { return u.ID == p.AuthorID }
-
-// CanDelete reports whether u may delete p: its author, a moderator or an admin.
-func CanDelete(u events.User, p Post) bool {
-	return u.ID == p.AuthorID || u.HasRole(events.RoleModerator) || u.HasRole(events.RoleAdmin)
 }
 
 // FieldError names one invalid field.
