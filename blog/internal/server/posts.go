@@ -1,28 +1,13 @@
 package server
 
 import (
-	"errors"
 	"log/slog"
 	"net/http"
 
 	"github.com/authmesh/blog/internal/blog"
 	"github.com/authmesh/blog/internal/postgres"
-	"github.com/authmesh/events"
-	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/web"
 )
-
-// errNoUser means a protected handler ran without Require: a wiring bug, hence a 500.
-var errNoUser = errors.New("no authenticated user in the request context")
-
-// user returns the user Require put in the request context.
-func user(r *http.Request) (events.User, error) {
-	u, ok := auth.UserFrom(r.Context())
-	if !ok {
-		return events.User{}, errNoUser
-	}
-	return u, nil
-}
 
 // createPostRequest is the body of POST /v1/posts.
 type createPostRequest struct {

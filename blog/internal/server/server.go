@@ -11,6 +11,8 @@ import (
 
 	"github.com/authmesh/blog/internal/blog"
 	"github.com/authmesh/blog/internal/postgres"
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/web"
 	"github.com/google/uuid"
 )
@@ -50,6 +52,18 @@ func toJSON(p blog.Post) post {
 		CreatedAt:  p.CreatedAt.UTC(),
 		UpdatedAt:  p.UpdatedAt.UTC(),
 	}
+}
+
+// errNoUser means a protected handler ran without Require: a wiring bug, hence a 500.
+var errNoUser = errors.New("no authenticated user in the request context")
+
+// user returns the user Require put in the request context.
+func user(r *http.Request) (events.User, error) {
+	u, ok := auth.UserFrom(r.Context())
+	if !ok {
+		return events.User{}, errNoUser
+	}
+	return u, nil
 }
 
 // parsePage reads ?author_id=, then ?limit= and ?cursor= as web.ParsePage does; anything
