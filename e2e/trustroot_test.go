@@ -33,7 +33,7 @@ func TestTrustRoot(t *testing.T) {
 	bobID, bob := register(t, s, "bob@example.com", "Bob")
 	caughtUp(t, s, "bob@example.com")
 
-	ops := jetStream(t, s.NATS.UserURL(natstest.Ops), "")
+	ops := operator(t, s)
 	published := keySet(t, ctx, ops)
 	last := lastSeq(t, ctx, ops)
 
@@ -161,15 +161,10 @@ func refused(t *testing.T, url, service, what string, attempt func(context.Conte
 	}
 }
 
-// jetStream connects to url as the service of that name (its inbox prefix; "" for an operator),
-// until the test ends.
-func jetStream(t *testing.T, url, service string) jetstream.JetStream {
+// operator connects to the stack's NATS as ops, until the test ends.
+func operator(t *testing.T, s *stack.Stack) jetstream.JetStream {
 	t.Helper()
-	opts := []nats.Option{nats.MaxReconnects(0), nats.Timeout(5 * time.Second)}
-	if service != "" {
-		opts = append(opts, nats.CustomInboxPrefix(bus.InboxPrefix(service)))
-	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(s.NATS.UserURL(natstest.Ops), nats.MaxReconnects(0), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

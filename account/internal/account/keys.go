@@ -31,3 +31,14 @@ func (k SigningKey) Retired() bool { return !k.RetiredAt.IsZero() }
 
 // Current reports whether k signs.
 func (k SigningKey) Current() bool { return !k.Pending() && !k.Retired() }
+
+// State names where k is in its life: "pending", "current" or "retired".
+func (k SigningKey) State() string {
+	switch {
+	case k.Pending():
+		return "pending"
+	case k.Retired():
+		return "retired"
+	}
+	return "current"
+}

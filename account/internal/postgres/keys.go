@@ -259,6 +259,10 @@ func (s *KeyStore) SealPlaintext(ctx context.Context) (int64, error) {
 			if len(r.PrivateKey) != ed25519.SeedSize {
 				return fmt.Errorf("signing key %s: seed of %d bytes", r.Kid, len(r.PrivateKey))
 			}
+			// As when a sealed key is opened: the seed must be the row's public key's.
+			if !ed25519.NewKeyFromSeed(r.PrivateKey).Public().(ed25519.PublicKey).Equal(ed25519.PublicKey(r.PublicKey)) {
+				return fmt.Errorf("signing key %s: the seed does not match its public key", r.Kid)
+			}
 			if _, err := tx.Exec(ctx, update, r.Kid, s.sealer.Seal(r.PrivateKey, r.Kid)); err != nil {
 				return err
 			}

@@ -58,14 +58,7 @@ func newKey(t *testing.T) account.SigningKey {
 func states(keys []account.SigningKey) []string {
 	var out []string
 	for _, k := range keys {
-		s := "current"
-		switch {
-		case k.Pending():
-			s = "pending"
-		case k.Retired():
-			s = "retired"
-		}
-		out = append(out, k.ID+" "+s)
+		out = append(out, k.ID+" "+k.State())
 	}
 	return out
 }

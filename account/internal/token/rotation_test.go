@@ -51,14 +51,7 @@ func keyStore(t *testing.T) *postgres.KeyStore {
 func states(keys []account.SigningKey) []string {
 	var out []string
 	for _, k := range keys {
-		s := "current"
-		switch {
-		case k.Pending():
-			s = "pending"
-		case k.Retired():
-			s = "retired"
-		}
-		out = append(out, k.ID+" "+s)
+		out = append(out, k.ID+" "+k.State())
 	}
 	return out
 }
