@@ -10,9 +10,13 @@
 // from the token: the token says who, the replica says what they may do. It declares the errors of
 // Users it understands (ErrUnknownUser, ErrNotCurrent); a Users wraps them.
 //
+// The middleware remembers the tokens that verified (cache.go), keyed by the whole token, until
+// their exp or the next change of the key set, so a client's next request skips the signature
+// check; it still asks Users about the user on every request.
+//
 // The files: jwk.go is the key format, keyset.go the set a Verifier reads, watch.go the KeyWatch
-// that keeps a set equal to what account publishes, verify.go the token checks, middleware.go the
-// HTTP side.
+// that keeps a set equal to what account publishes, verify.go the token checks, cache.go the
+// verified tokens, middleware.go the HTTP side.
 package auth
 
 import (

@@ -12,6 +12,10 @@ import (
 // while in use (key rotation). The zero value is an empty set. A KeyWatch keeps one current.
 type KeySet struct {
 	keys atomic.Pointer[map[string]ed25519.PublicKey]
+	// generation counts the replacements of keys. A verified token is remembered with the
+	// generation it was verified under (tokenCache), and forgotten once the set changes: a
+	// rotation that drops its kid must not leave it honoured.
+	generation atomic.Uint64
 }
 
 // NewKeySet returns a key set holding the keys of a JWKS document; an empty document gives an
@@ -38,13 +42,20 @@ func (k *KeySet) Replace(jwks []byte) error {
 		return err
 	}
 	k.keys.Store(&keys)
+	k.generation.Add(1) // after the store (see gen)
 	return nil
 }
 
 // clear empties the set.
 func (k *KeySet) clear() {
 	k.keys.Store(&map[string]ed25519.PublicKey{})
+	k.generation.Add(1)
 }
+
+// gen returns the set's generation. Read it before the keys a verification uses: the keys are
+// stored before the generation moves on, so a token verified with keys older than the
+// generation read is never mistaken for one verified with the newer keys.
+func (k *KeySet) gen() uint64 { return k.generation.Load() }
 
 // Key returns the key with the given kid.
 func (k *KeySet) Key(kid string) (ed25519.PublicKey, bool) {

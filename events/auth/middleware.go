@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/web"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Errors a Users returns that Require understands; any other error is a failed lookup (503
@@ -37,11 +39,39 @@ type Authenticator struct {
 	verifier *Verifier
 	users    Users
 	log      *slog.Logger
+	// tokens remembers the tokens that verified (nil: none is remembered).
+	tokens *tokenCache
+	m      *metrics
 }
 
+// Option configures an Authenticator.
+type Option func(*options)
+
+type options struct {
+	cacheSize int
+	metrics   prometheus.Registerer
+}
+
+// WithTokenCache sets how many verified tokens the authenticator remembers (DefaultTokenCacheSize
+// by default); 0 verifies every token afresh.
+func WithTokenCache(size int) Option { return func(o *options) { o.cacheSize = size } }
+
+// WithMetrics registers the authenticator's metrics (token cache lookups by result) with reg.
+func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.metrics = reg } }
+
 // New returns an authenticator. A nil log discards.
-func New(v *Verifier, users Users, log *slog.Logger) *Authenticator {
-	return &Authenticator{verifier: v, users: users, log: orDiscard(log)}
+func New(v *Verifier, users Users, log *slog.Logger, opts ...Option) *Authenticator {
+	o := options{cacheSize: DefaultTokenCacheSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Authenticator{
+		verifier: v,
+		users:    users,
+		log:      orDiscard(log),
+		tokens:   newTokenCache(o.cacheSize, v.Keys, v.Now),
+		m:        newMetrics(o.metrics),
+	}
 }
 
 // retryAfter is the Retry-After of the 503 answers: the replica usually catches up in
@@ -76,22 +106,19 @@ func (a *Authenticator) authenticate(r *http.Request) (events.User, *web.Problem
 		}
 		return events.User{}, unauthenticated()
 	}
-	c, err := a.verifier.Verify(token)
+	t, err := a.verify(token)
 	if err != nil {
 		a.log.DebugContext(ctx, "authentication refused", "err", err)
 		return events.User{}, invalidToken()
 	}
-	id, err := uuid.Parse(c.Subject) // Verify checked it; this only converts
-	if err != nil {
-		return events.User{}, invalidToken()
-	}
-	u, err := a.users.User(ctx, id, c.Ver)
+	id := t.subject
+	u, err := a.users.User(ctx, id, t.ver)
 	switch {
 	case errors.Is(err, ErrUnknownUser):
 		a.log.InfoContext(ctx, "authentication refused", "user_id", id, "err", err)
 		return events.User{}, invalidToken()
 	case errors.Is(err, ErrNotCurrent):
-		a.log.InfoContext(ctx, "user not current in replica", "user_id", id, "ver", c.Ver, "err", err)
+		a.log.InfoContext(ctx, "user not current in replica", "user_id", id, "ver", t.ver, "err", err)
 		p := web.NewProblem(http.StatusServiceUnavailable, web.CodeReplicaLagging,
 			"the latest state of this user has not reached this service yet; retry shortly")
 		p.RetryAfter = retryAfter
@@ -109,6 +136,43 @@ func (a *Authenticator) authenticate(r *http.Request) (events.User, *web.Problem
 		return events.User{}, web.NewProblem(http.StatusForbidden, web.CodeUserDisabled, "the user is disabled")
 	}
 	return u, nil
+}
+
+// verify returns what token establishes: from the cache when it verified before under the same
+// keys and has not expired, else from the Verifier (and then remembered).
+func (a *Authenticator) verify(token string) (verified, error) {
+	if a.tokens == nil {
+		return a.verifyAfresh(token, 0)
+	}
+	if t, ok := a.tokens.get(token); ok {
+		a.m.cacheHits.Inc()
+		return t, nil
+	}
+	a.m.cacheMisses.Inc()
+	gen := a.verifier.Keys.gen() // before the keys Verify reads (see KeySet.gen)
+	t, err := a.verifyAfresh(token, gen)
+	if err != nil {
+		return verified{}, err
+	}
+	a.tokens.add(token, t)
+	return t, nil
+}
+
+// verifyAfresh checks token with the Verifier.
+func (a *Authenticator) verifyAfresh(token string, gen uint64) (verified, error) {
+	c, err := a.verifier.Verify(token)
+	if err != nil {
+		return verified{}, err
+	}
+	id, err := uuid.Parse(c.Subject) // Verify checked it; this only converts
+	if err != nil {
+		return verified{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	t := verified{subject: id, ver: c.Ver, gen: gen}
+	if c.ExpiresAt != nil {
+		t.exp = c.ExpiresAt.Time
+	}
+	return t, nil
 }
 
 // bearer returns the token of the Authorization header (scheme Bearer, in any case), and whether

@@ -12,11 +12,14 @@ type metrics struct {
 	batchSeconds                   prometheus.Histogram
 	lastSeq, pending               prometheus.Gauge
 	lookups                        *prometheus.CounterVec
+	// viewHits is lookups{result="view"}, resolved once: it is counted on every authorized request.
+	viewHits prometheus.Counter
 }
 
 // Results of User, the label of replica_lookups_total.
 const (
-	resultHit      = "hit"       // found at once
+	resultView     = "view"      // answered from the in-memory view
+	resultHit      = "hit"       // found at once in Postgres
 	resultCaughtUp = "caught_up" // found after waiting
 	resultLagging  = "lagging"
 	resultStale    = "stale"
@@ -46,12 +49,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "replica_pending_events", Help: "Events of the stream not yet delivered to the consumer, as of the last batch.",
 		}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "replica_lookups_total", Help: "User lookups by result (hit, caught_up after a wait, lagging, stale, canceled, error).",
+			Name: "replica_lookups_total", Help: "User lookups by result (view: from memory, hit: found at once in Postgres, caught_up after a wait, lagging, stale, canceled, error).",
 		}, []string{"result"}),
 	}
-	if reg == nil {
-		return m
+	if reg != nil {
+		m.register(reg)
 	}
+	m.viewHits = m.lookups.WithLabelValues(resultView)
+	return m
+}
+
+// register registers m's instruments with reg, taking over those already registered there.
+func (m *metrics) register(reg prometheus.Registerer) {
 	m.applied = promreg.Register(reg, m.applied)
 	m.skipped = promreg.Register(reg, m.skipped)
 	m.deadLettered = promreg.Register(reg, m.deadLettered)
@@ -59,5 +68,4 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.lastSeq = promreg.Register(reg, m.lastSeq)
 	m.pending = promreg.Register(reg, m.pending)
 	m.lookups = promreg.Register(reg, m.lookups)
-	return m
 }

@@ -12,6 +12,13 @@
 // NOTIFY that every apply transaction sends, so any instance of the service sees an apply made by
 // any other; then it gives up with ErrLagging. While a dead letter names a user, that user is known
 // to be stale and User answers ErrStale: fail closed for that one user.
+//
+// User answers from an in-memory view of the users it looked up recently (view.go), so an
+// authorized request costs no query. The same notifications keep the view current: each one drops
+// the users it names, in every instance, and the view is used only while its listener is
+// connected, emptied whenever that connection is lost or taken again. An instance thus stops
+// honouring a revoked role when the change's NOTIFY reaches it, a fraction of a millisecond after
+// the commit that any instance made.
 package replica
 
 import (
@@ -52,6 +59,9 @@ type Config struct {
 	Log     *slog.Logger
 	// Wait bounds how long User waits for the replica to catch up; DefaultWait when zero.
 	Wait time.Duration
+	// ViewSize is how many users the in-memory view holds at most: DefaultViewSize when zero, no
+	// view (every lookup reads Postgres) when negative.
+	ViewSize int
 	// Metrics, when set, receives the replica's metrics (events applied, skipped, dead-lettered,
 	// lag, waits).
 	Metrics prometheus.Registerer
@@ -65,6 +75,8 @@ type Replica struct {
 	attached atomic.Bool
 	m        *metrics
 	waiters  waiters
+	// view answers User from memory for the users it holds (nil: no view).
+	view *view
 	// listening is true while the listener holds its LISTEN connection, so that a NOTIFY is
 	// certain to wake the waiters; while false, they re-check on a short interval.
 	listening atomic.Bool
@@ -90,7 +102,10 @@ func New(cfg Config) (*Replica, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Replica{cfg: cfg, m: newMetrics(cfg.Metrics)}, nil
+	if cfg.ViewSize == 0 {
+		cfg.ViewSize = DefaultViewSize
+	}
+	return &Replica{cfg: cfg, m: newMetrics(cfg.Metrics), view: newView(cfg.ViewSize)}, nil
 }
 
 // Run waits for the USERS stream, declares the durable consumer, then applies events until ctx is

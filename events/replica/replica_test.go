@@ -610,14 +610,7 @@ func TestListenerReconnects(t *testing.T) {
 	eventually(t, "listener up", r.Listening)
 
 	ctx := context.Background()
-	listener := func() (pid int32) {
-		const q = `SELECT pid FROM pg_stat_activity
-			WHERE datname = current_database() AND query = 'LISTEN replica_users'`
-		if err := e.pool.QueryRow(ctx, q).Scan(&pid); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			t.Fatal(err)
-		}
-		return pid
-	}
+	listener := func() int32 { return listenerPID(t, e) }
 	var first int32
 	eventually(t, "listener connection seen", func() bool { first = listener(); return first != 0 })
 	if _, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, first); err != nil {

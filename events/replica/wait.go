@@ -24,12 +24,17 @@ const (
 // User returns the replica's state of user id, waiting for it to reach minVersion as the package
 // doc says. It returns ErrLagging or ErrStale as described there, or ctx's error.
 func (r *Replica) User(ctx context.Context, id uuid.UUID, minVersion int64) (events.User, error) {
+	if u, ok := r.view.get(id); ok && u.Version >= minVersion {
+		r.m.viewHits.Inc()
+		return u, nil
+	}
 	// Register before reading, so that a NOTIFY between the read and the wait is not lost.
 	wake := r.waiters.add(id)
 	defer r.waiters.remove(id, wake)
 
 	var timeout <-chan time.Time
 	for {
+		epoch := r.view.begin()
 		u, found, stale, err := lookup(ctx, r.cfg.Pool, id)
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -42,6 +47,7 @@ func (r *Replica) User(ctx context.Context, id uuid.UUID, minVersion int64) (eve
 			r.m.lookups.WithLabelValues(resultStale).Inc()
 			return events.User{}, ErrStale
 		case found && u.Version >= minVersion:
+			r.view.store(epoch, u)
 			if timeout == nil {
 				r.m.lookups.WithLabelValues(resultHit).Inc()
 			} else {
@@ -139,6 +145,7 @@ func (r *Replica) listen(ctx context.Context) {
 	for {
 		err := r.listenOnce(ctx, &bo)
 		r.listening.Store(false)
+		r.view.reset(false) // what it missed meanwhile would never reach it
 		r.waiters.wakeAll() // they fall back to re-checking until the listener is back
 		if ctx.Err() != nil {
 			return
@@ -167,7 +174,9 @@ func (r *Replica) listenOnce(ctx context.Context, bo *retry.Backoff) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	r.listening.Store(true)
-	// Notifications sent while nobody listened are lost: every waiter reads its row again.
+	// Notifications sent while nobody listened are lost: the view starts empty, and every waiter
+	// reads its row again.
+	r.view.reset(true)
 	r.waiters.wakeAll()
 	bo.Reset()
 	for {
@@ -178,9 +187,12 @@ func (r *Replica) listenOnce(ctx context.Context, bo *retry.Backoff) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err == nil:
+			// Drop before waking, so that a woken waiter's read is the one the view keeps.
 			if id, err := uuid.Parse(n.Payload); err == nil {
+				r.view.drop(id)
 				r.waiters.wake(id)
 			} else if n.Payload == notifyAll {
+				r.view.reset(true)
 				r.waiters.wakeAll()
 			}
 		case pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded):

@@ -49,7 +49,7 @@ type Authenticator interface {
 // refused at once.
 func New(cfg Config) *http.ServeMux {
 	verifier := &auth.Verifier{Keys: cfg.Keys.Set(), Issuer: cfg.Signer.Issuer}
-	authn := auth.New(verifier, users{cfg.Store}, cfg.Log)
+	authn := auth.New(verifier, users{cfg.Store}, cfg.Log, auth.WithMetrics(cfg.Metrics))
 	logins := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "account_logins_total",
 		Help: "Login attempts by result: success, invalid_credentials, rate_limited, error.",

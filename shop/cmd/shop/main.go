@@ -149,7 +149,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	keys := &auth.KeySet{}
 	watch := auth.NewKeyWatch(keys, base.JS, log)
-	authn := auth.New(&auth.Verifier{Keys: keys, Issuer: cfg.TokenIssuer, Audience: cfg.Name}, rep, log)
+	authn := auth.New(&auth.Verifier{Keys: keys, Issuer: cfg.TokenIssuer, Audience: cfg.Name}, rep, log, auth.WithMetrics(base.Metrics))
 
 	store := postgres.New(base.Pool, base.Metrics)
 	mux := server.New(log, store, authn)
