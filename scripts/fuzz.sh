@@ -13,7 +13,7 @@ FUZZTIME=${FUZZTIME:-30s}
 
 status=0
 while IFS=: read -r file target; do
-  pkg=./$(dirname "$file")
+  pkg=$(dirname "$file") # ./events/auth
   echo "== $target ($pkg, $FUZZTIME)"
   if ! "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg"; then
     status=1
