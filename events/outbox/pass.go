@@ -153,13 +153,18 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, l *link, cautious boo
 	}
 }
 
-// read appends the next page of pending rows to the queue.
+// read appends the next page of pending rows to the queue: a single row while the window is one,
+// as after a failure (a retry every 100 ms during an election should not read a page each time).
 func (p *pass) read(ctx context.Context) error {
 	const pending = `SELECT id, event_id, subject, payload FROM outbox
 		WHERE published_at IS NULL AND id > $1 ORDER BY id LIMIT $2`
+	size := pageSize
+	if p.limit == 1 {
+		size = 1
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
-	rows, err := p.conn.Query(ctx, pending, p.after, pageSize)
+	rows, err := p.conn.Query(ctx, pending, p.after, size)
 	if err != nil {
 		return fmt.Errorf("select pending: %w", err)
 	}
@@ -167,7 +172,7 @@ func (p *pass) read(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("select pending: %w", err)
 	}
-	p.more = len(page) == pageSize
+	p.more = len(page) == size
 	if len(page) > 0 {
 		p.after = page[len(page)-1].ID
 	}

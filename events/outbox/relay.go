@@ -139,7 +139,10 @@ func (r *Relay) lead(ctx context.Context, l *link, dbBackoff *retry.Backoff) err
 			r.m.errors.Inc()
 			f.add(r.cfg.Log, perr)
 			r.ensureStream(ctx, l, &f, perr)
-			r.gauges(ctx, conn)
+			if time.Since(f.gauged) >= time.Second { // the count reads every pending row
+				f.gauged = time.Now()
+				r.gauges(ctx, conn)
+			}
 			if !l.pause(ctx, &bo) {
 				return nil
 			}
@@ -290,6 +293,7 @@ type failures struct {
 	since    time.Time
 	logged   time.Time
 	declared time.Time // when ensureStream last declared the stream
+	gauged   time.Time // when the gauges were last updated
 }
 
 func (f *failures) add(log *slog.Logger, err error) {
