@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outbox_published_total", Help: "Outbox events published to the stream.",
 		}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outbox_publish_errors_total", Help: "Failed publishes of outbox events (retried).",
+			Name: "outbox_publish_errors_total", Help: "Failed publish attempts of the outbox relay (retried).",
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbox_pending_events", Help: "Outbox events not yet published.",

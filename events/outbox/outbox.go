@@ -2,11 +2,13 @@
 //
 // A service writes an event with Add in the same Postgres transaction as the change it records, so
 // the two commit together or not at all. A Relay publishes pending events to JetStream in id
-// order, with the event id as Nats-Msg-Id so a retried publish is de-duplicated by the stream,
-// records the stream sequence on the row, and keeps published rows: they are the second copy of
-// the history, from which Republish restores a stream that lost messages.
+// order, many at a time but never two of one user, so that the stream keeps each user's order;
+// it sends the event id as Nats-Msg-Id so a retried publish is de-duplicated by the stream,
+// records the stream sequence on the row once the stream has acknowledged it, and keeps published
+// rows: they are the second copy of the history, from which Republish restores a stream that lost
+// messages.
 //
-// The relay polls for rows whose published_at is NULL (never "id > last seen", which skips a
+// The relay reads the rows whose published_at is NULL (never "id > last seen", which skips a
 // transaction that took a lower id but committed later), wakes on the NOTIFY that Add sends with a
 // polling fallback, and holds a Postgres advisory lock so that one instance publishes at a time.
 package outbox

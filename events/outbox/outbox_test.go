@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -52,7 +55,7 @@ func newEnv(t *testing.T) env {
 	return e
 }
 
-func newPool(t *testing.T, url string) *pgxpool.Pool {
+func newPool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
@@ -76,7 +79,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	servicetest.Eventually(t, patience, what, cond)
 }
 
-func newEvent(t *testing.T) events.Event {
+func newEvent(t testing.TB) events.Event {
 	t.Helper()
 	e, err := events.NewEvent(events.UserCreated, authtest.NewUser(), time.Now())
 	if err != nil {
@@ -86,7 +89,7 @@ func newEvent(t *testing.T) events.Event {
 }
 
 // add writes n events, one transaction each, and returns them in order.
-func add(t *testing.T, pool *pgxpool.Pool, n int) []events.Event {
+func add(t testing.TB, pool *pgxpool.Pool, n int) []events.Event {
 	t.Helper()
 	var evs []events.Event
 	for range n {
@@ -102,7 +105,7 @@ func add(t *testing.T, pool *pgxpool.Pool, n int) []events.Event {
 	return evs
 }
 
-func status(t *testing.T, pool *pgxpool.Pool) outbox.Stats {
+func status(t testing.TB, pool *pgxpool.Pool) outbox.Stats {
 	t.Helper()
 	s, err := outbox.Status(context.Background(), pool)
 	if err != nil {
@@ -191,7 +194,7 @@ func seqsOf(msgs []stored) map[uuid.UUID]uint64 {
 	return out
 }
 
-func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -411,5 +414,149 @@ func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	}
 	if diff := cmp.Diff(want(evs, 1), stream(t, e.reader)); diff != "" {
 		t.Errorf("stream after a second Republish (-want +got):\n%s", diff)
+	}
+}
+
+// TestRelayWakesOnEveryCommit gives the relay no polling to fall back on: events committed while
+// it publishes a backlog, one transaction each, are all published on their NOTIFY alone.
+func TestRelayWakesOnEveryCommit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	start(t, outbox.RelayConfig{Pool: e.pool, JS: e.js, Poll: time.Hour})
+	var wg sync.WaitGroup
+	wg.Go(func() { addInterleaved(t, e.pool, 100, 20, nil) })
+	wg.Go(func() { add(t, e.pool, 200) })
+	wg.Wait()
+	eventually(t, "all published", published(t, e.pool, 100*20+200))
+}
+
+// TestOrderPerUserAcrossOutages stops the broker twice while the relay drains a backlog in which
+// every user has many changes: publishes in flight fail in the middle of the window, while later
+// ones may be stored (the client's reconnect buffer). An event of a user must still never be
+// stored after a later event of that user, and every event is stored once.
+func TestOrderPerUserAcrossOutages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	evs := addInterleaved(t, e.pool, 20, 250, nil)
+
+	// Count what reaches the stream's subjects, to stop the broker in the middle of the drain.
+	var seen atomic.Int64
+	sub, err := e.srv.Connect(t, natstest.Ops).Subscribe("users.>", func(*nats.Msg) { seen.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if _, err := bus.EnsureStream(ctx, e.js); err != nil {
+		t.Fatal(err)
+	}
+	start(t, outbox.RelayConfig{Pool: e.pool, JS: e.js, PublishTimeout: 300 * time.Millisecond})
+	for _, at := range []int{len(evs) / 5, len(evs) / 2} {
+		eventually(t, "the drain under way", func() bool { return seen.Load() >= int64(at) })
+		e.srv.Stop()
+		e.srv.Start()
+	}
+	eventually(t, "all published", published(t, e.pool, int64(len(evs))))
+	checkOrderPerUser(t, e, evs)
+}
+
+// TestOrderPerUserAfterRejection has the stream refuse one event in the middle of a backlog (it
+// is larger than the stream then accepts) while it stores those around it, as a stream does that
+// fails some publishes of a window: no later event of that user may be stored before it.
+func TestOrderPerUserAfterRejection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	const users, changes, bigUser, bigVersion = 10, 30, 3, 5
+	evs := addInterleaved(t, e.pool, users, changes, func(user, version int, u *events.User) {
+		if user == bigUser && version == bigVersion {
+			u.DisplayName = strings.Repeat("x", 4000)
+		}
+	})
+	ops := e.srv.JetStream(t, natstest.Ops)
+	cfg := bus.StreamConfig()
+	cfg.MaxMsgSize = 2000
+	if _, err := ops.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	start(t, outbox.RelayConfig{Pool: e.pool, JS: e.js, Metrics: reg})
+	eventually(t, "the refusal retried", func() bool { return metric(t, reg, "outbox_publish_errors_total") >= 3 })
+	if s := status(t, e.pool); s.Published == 0 {
+		t.Errorf("published = 0 while the stream refused one event; want the events before it and beside it published")
+	}
+	cfg.MaxMsgSize = -1
+	if _, err := ops.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "all published", published(t, e.pool, int64(len(evs))))
+	checkOrderPerUser(t, e, evs)
+}
+
+// addInterleaved writes changes events for each of users users, in one transaction, round robin
+// (every user's first, then every user's second...), so that any window of the relay holds many
+// changes of every user; change, if not nil, alters version v (from 1) of user i before it is
+// written. It returns the events in order.
+func addInterleaved(t *testing.T, pool *pgxpool.Pool, users, changes int, change func(i, v int, u *events.User)) []events.Event {
+	t.Helper()
+	ctx := context.Background()
+	us := make([]events.User, users)
+	for i := range us {
+		us[i] = authtest.NewUser()
+	}
+	var evs []events.Event
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for v := 1; v <= changes; v++ {
+			for i := range us {
+				u := us[i]
+				u.Version = int64(v)
+				if change != nil {
+					change(i, v, &u)
+				}
+				typ := events.UserRoleChanged
+				if v == 1 {
+					typ = events.UserCreated
+				}
+				ev, err := events.NewEvent(typ, u, time.Now())
+				if err != nil {
+					return err
+				}
+				if err := outbox.Add(ctx, tx, ev); err != nil {
+					return err
+				}
+				evs = append(evs, ev)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// checkOrderPerUser checks that the stream holds each of evs once, every user's events in the
+// order of their versions, and that the outbox recorded the sequence of each.
+func checkOrderPerUser(t *testing.T, e env, evs []events.Event) {
+	t.Helper()
+	msgs := stream(t, e.reader)
+	version := map[uuid.UUID]int64{}
+	for _, ev := range evs {
+		version[ev.ID] = ev.User.Version
+	}
+	last := map[string]int64{} // user (the subject's last token) → version last stored
+	for _, m := range msgs {
+		u := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		if v := version[m.EventID]; v <= last[u] {
+			t.Errorf("seq %d: version %d of user %s stored after version %d", m.Seq, v, u, last[u])
+		} else {
+			last[u] = v
+		}
+	}
+	if len(msgs) != len(evs) {
+		t.Errorf("stream holds %d messages, want %d (each event once)", len(msgs), len(evs))
+	}
+	if diff := cmp.Diff(seqsOf(msgs), streamSeqs(t, e.pool)); diff != "" {
+		t.Errorf("recorded stream_seq (-stream +outbox):\n%s", diff)
 	}
 }

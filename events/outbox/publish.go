@@ -15,6 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// republishTimeout bounds the wait for the acknowledgement of one publish of Republish, an
+// operator's command that publishes one event at a time and stops at the first failure.
+const republishTimeout = 5 * time.Second
+
 // row is an event of the outbox, as published.
 type row struct {
 	ID      int64
@@ -91,7 +95,7 @@ func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, 
 			return n, nil
 		}
 		for _, ev := range batch {
-			ack, err := publish(ctx, js, DefaultPublishTimeout, ev)
+			ack, err := publish(ctx, js, republishTimeout, ev)
 			if err != nil {
 				return n, err
 			}
