@@ -14,8 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,8 +65,13 @@ func Verify(password, encoded string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return p.verify(password), nil
+}
+
+// verify reports whether password hashes to p's key, in constant time.
+func (p params) verify(password string) bool {
 	key := argon2.IDKey([]byte(password), p.salt, p.time, p.memory, p.threads, uint32(len(p.key)))
-	return subtle.ConstantTimeCompare(key, p.key) == 1, nil
+	return subtle.ConstantTimeCompare(key, p.key) == 1
 }
 
 type params struct {
@@ -108,12 +116,33 @@ var ErrBusy = errors.New("password hashing is saturated")
 // DefaultWait is how long a Hasher waits for a slot by default.
 const DefaultWait = 2 * time.Second
 
+// ReleaseAfter is how long a Hasher stays idle, after it has hashed, before it hands the
+// memory of its hashes back to the operating system.
+const ReleaseAfter = time.Second
+
+// HeapHeadroom is the heap a Hasher leaves to the rest of the process beside its hashes' memory
+// (see Hasher): account's own objects take a few MiB.
+const HeapHeadroom = 8 << 20
+
 // Hasher runs Hash and Verify at most a fixed number at a time, which bounds their memory. It is
 // safe for concurrent use.
+//
+// Each hash allocates Memory KiB at once, in one array that is garbage the moment the hash ends.
+// Left to itself, the garbage collector lets such garbage pile up to as much as was live at its
+// last cycle (GOGC=100) before it reclaims any, and a burst of logins doubles the process. So a
+// hash starts with a collection when the heap, live and dead objects alike, would otherwise pass
+// the slots' memory plus HeapHeadroom (the arrays hold no pointers: a cycle costs a few
+// milliseconds beside a hash's tens). The runtime also keeps what it has reclaimed, for reuse,
+// so after a burst the process would stay as large as at its height until long after: once no
+// hash has run for ReleaseAfter, the hasher returns the free memory to the operating system
+// (debug.FreeOSMemory, once per burst, not per hash, so steady logins keep reusing their memory).
 type Hasher struct {
-	slots chan struct{}
-	wait  time.Duration
-	runs  atomic.Uint64
+	slots  chan struct{}
+	wait   time.Duration
+	budget uint64 // the heap a hash may start at without a collection first, in bytes
+	runs   atomic.Uint64
+	mu     sync.Mutex  // over idle's Reset, from the goroutines giving slots back
+	idle   *time.Timer // fires ReleaseAfter after the last slot was given back
 }
 
 // NewHasher returns a hasher running at most n hashes at once (GOMAXPROCS when n < 1) and waiting
@@ -125,7 +154,27 @@ func NewHasher(n int, wait time.Duration) *Hasher {
 	if wait <= 0 {
 		wait = DefaultWait
 	}
-	return &Hasher{slots: make(chan struct{}, n), wait: wait}
+	h := &Hasher{slots: make(chan struct{}, n), wait: wait, budget: uint64(n)*Memory<<10 + HeapHeadroom}
+	h.idle = time.AfterFunc(time.Hour, h.freeIfIdle)
+	h.idle.Stop()
+	return h
+}
+
+// makeRoom collects the garbage first when a hash of memory KiB would take the heap past the
+// budget.
+func (h *Hasher) makeRoom(memory uint32) {
+	heap := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}} // live and not yet reclaimed
+	metrics.Read(heap)
+	if heap[0].Value.Kind() == metrics.KindUint64 && heap[0].Value.Uint64()+uint64(memory)<<10 > h.budget {
+		runtime.GC()
+	}
+}
+
+// freeIfIdle returns the free memory to the operating system unless a hash is running.
+func (h *Hasher) freeIfIdle() {
+	if len(h.slots) == 0 {
+		debug.FreeOSMemory()
+	}
 }
 
 // Hash is Hash run in a slot. It returns ErrBusy when no slot freed up in time, or ctx's error.
@@ -135,18 +184,24 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	}
 	defer h.release()
 	h.runs.Add(1)
+	h.makeRoom(Memory)
 	return Hash(password)
 }
 
 // Verify is Verify run in a slot. It returns ErrBusy when no slot freed up in time, or ctx's
 // error.
 func (h *Hasher) Verify(ctx context.Context, password, encoded string) (bool, error) {
+	p, err := parse(encoded)
+	if err != nil {
+		return false, err
+	}
 	if err := h.acquire(ctx); err != nil {
 		return false, err
 	}
 	defer h.release()
 	h.runs.Add(1)
-	return Verify(password, encoded)
+	h.makeRoom(p.memory)
+	return p.verify(password), nil
 }
 
 // Runs returns how many times Hash or Verify has run in a slot of h: the hashes it computed.
@@ -170,4 +225,12 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	}
 }
 
-func (h *Hasher) release() { <-h.slots }
+// release gives the slot back; the last one out starts the wait before the memory is released.
+func (h *Hasher) release() {
+	<-h.slots
+	if len(h.slots) == 0 {
+		h.mu.Lock()
+		h.idle.Reset(ReleaseAfter)
+		h.mu.Unlock()
+	}
+}
