@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,29 +119,25 @@ const DefaultWait = 2 * time.Second
 // memory of its hashes back to the operating system.
 const ReleaseAfter = time.Second
 
-// HeapHeadroom is the heap a Hasher leaves to the rest of the process beside its hashes' memory
-// (see Hasher): account's own objects take a few MiB.
-const HeapHeadroom = 8 << 20
-
 // Hasher runs Hash and Verify at most a fixed number at a time, which bounds their memory. It is
 // safe for concurrent use.
 //
 // Each hash allocates Memory KiB at once, in one array that is garbage the moment the hash ends.
 // Left to itself, the garbage collector lets such garbage pile up to as much as was live at its
-// last cycle (GOGC=100) before it reclaims any, and a burst of logins doubles the process. So a
-// hash starts with a collection when the heap, live and dead objects alike, would otherwise pass
-// the slots' memory plus HeapHeadroom (the arrays hold no pointers: a cycle costs a few
-// milliseconds beside a hash's tens). The runtime also keeps what it has reclaimed, for reuse,
-// so after a burst the process would stay as large as at its height until long after: once no
-// hash has run for ReleaseAfter, the hasher returns the free memory to the operating system
-// (debug.FreeOSMemory, once per burst, not per hash, so steady logins keep reusing their memory).
+// last cycle (GOGC=100) before it reclaims any, and the arrays of a burst of logins double the
+// process. So a hash collects the garbage before it gives its slot up: there is never more than
+// one array per slot, and the next hash reuses the memory of the last (the arrays hold no
+// pointers, so a cycle costs a millisecond or two beside a hash's tens). The runtime also keeps
+// what it has reclaimed, for reuse, so after a burst the process would stay as large as at its
+// height until long after: once no hash has run for ReleaseAfter, the hasher returns the free
+// memory to the operating system (debug.FreeOSMemory, once per burst, not per hash, so steady
+// logins keep theirs).
 type Hasher struct {
-	slots  chan struct{}
-	wait   time.Duration
-	budget uint64 // the heap a hash may start at without a collection first, in bytes
-	runs   atomic.Uint64
-	mu     sync.Mutex  // over idle's Reset, from the goroutines giving slots back
-	idle   *time.Timer // fires ReleaseAfter after the last slot was given back
+	slots chan struct{}
+	wait  time.Duration
+	runs  atomic.Uint64
+	mu    sync.Mutex  // over idle's Reset, from the goroutines giving slots back
+	idle  *time.Timer // fires ReleaseAfter after the last slot was given back
 }
 
 // NewHasher returns a hasher running at most n hashes at once (GOMAXPROCS when n < 1) and waiting
@@ -154,20 +149,10 @@ func NewHasher(n int, wait time.Duration) *Hasher {
 	if wait <= 0 {
 		wait = DefaultWait
 	}
-	h := &Hasher{slots: make(chan struct{}, n), wait: wait, budget: uint64(n)*Memory<<10 + HeapHeadroom}
+	h := &Hasher{slots: make(chan struct{}, n), wait: wait}
 	h.idle = time.AfterFunc(time.Hour, h.freeIfIdle)
 	h.idle.Stop()
 	return h
-}
-
-// makeRoom collects the garbage first when a hash of memory KiB would take the heap past the
-// budget.
-func (h *Hasher) makeRoom(memory uint32) {
-	heap := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}} // live and not yet reclaimed
-	metrics.Read(heap)
-	if heap[0].Value.Kind() == metrics.KindUint64 && heap[0].Value.Uint64()+uint64(memory)<<10 > h.budget {
-		runtime.GC()
-	}
 }
 
 // freeIfIdle returns the free memory to the operating system unless a hash is running.
@@ -184,7 +169,6 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	}
 	defer h.release()
 	h.runs.Add(1)
-	h.makeRoom(Memory)
 	return Hash(password)
 }
 
@@ -200,7 +184,6 @@ func (h *Hasher) Verify(ctx context.Context, password, encoded string) (bool, er
 	}
 	defer h.release()
 	h.runs.Add(1)
-	h.makeRoom(p.memory)
 	return p.verify(password), nil
 }
 
@@ -225,8 +208,10 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	}
 }
 
-// release gives the slot back; the last one out starts the wait before the memory is released.
+// release collects the garbage (see Hasher) and gives the slot back; the last one out starts the
+// wait before the memory is returned to the operating system.
 func (h *Hasher) release() {
+	runtime.GC()
 	<-h.slots
 	if len(h.slots) == 0 {
 		h.mu.Lock()

@@ -150,8 +150,10 @@ func loginSection(b *testing.B, sys *system, sc loginScale) (benchfig.Section, a
 		"account stored for the load's user. A registration hashes once and writes the user and its event in one "+
 		"transaction; a login verifies one hash and signs a token. Both are bound by the hash: %d clients keep account's %d "+
 		"hashing slots busy, %d runs of %s after %s of warm-up, registrations and logins taking turns. The time per "+
-		"hash is measured in the benchmark's process while the services are idle; the ratio of each rate to what "+
-		"hashing allows is the share of the CPU time that goes to the hash.",
+		"hash is measured in the benchmark's process while the services are idle; a ratio of a rate to what hashing "+
+		"allows near 1 would mean that the hash is all that bounds it, and what is missing goes to the rest of the "+
+		"request (the database, the token, HTTP, a garbage collection after each hash) and to the load driver, all on "+
+		"the same CPUs.",
 		params, sc.clients, slots(), sc.runs, sc.duration, sc.warmup)}
 	return s, params
 }

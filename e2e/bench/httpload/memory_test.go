@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -213,11 +214,13 @@ func memorySection(sys *system, underLoad map[string]int64, storms []storm, para
 	peak = peak.Goal(fmt.Sprintf("≤ %.0f MiB", bound), peak.Median <= bound)
 	peak.Note = fmt.Sprintf("the bound is %d hashing slots × %.0f MiB of argon2 memory + %d MiB (the idle budget).",
 		slots(), float64(params.memory)/1024, stormMargin)
-	after := benchfig.Of(fmt.Sprintf("%s: RSS %s after the last answer, above the RSS before", storm, sc.after), "MiB", returned...)
+	after := benchfig.Of(fmt.Sprintf("%s: RSS %s after the last answer, less the RSS before", storm, sc.after), "MiB", returned...)
 	after = after.Goal(fmt.Sprintf("≤ %d MiB", returnedMargin), after.Median <= returnedMargin)
-	slow := benchfig.Of(storm+": slowest answer", "s", slowest...)
-	slow = slow.Goal(fmt.Sprintf("≤ %g s", stormWait.Seconds()), slow.Max <= stormWait.Seconds())
-	slow.Note = "a login waits at most 2 s for a hashing slot, then is answered 503 with Retry-After: no unbounded queue."
+	slow := benchfig.Of(storm+": slowest answer of all the storms", "s", slices.Max(slowest))
+	slow = slow.Goal(fmt.Sprintf("≤ %g s", stormWait.Seconds()), slow.Median <= stormWait.Seconds())
+	slow.Note = fmt.Sprintf("storm by storm: %s s. A login waits at most 2 s for a hashing slot, then is answered "+
+		"503 with Retry-After. Before that wait it reads the user and begins its attempt in a transaction, on account's "+
+		"database pool: those waits are not bounded by the hasher's.", joinNumbers(slowest))
 	bad := benchfig.Of(storm+": answers other than 200, 429 and 503, or none", "answers", others...)
 	bad = bad.Goal("none", slices.Max(others) == 0)
 	s.Figures = append(s.Figures, peak, after, slow,
@@ -245,4 +248,13 @@ func memorySection(sys *system, underLoad map[string]int64, storms []storm, para
 		"throttle applies; account's RSS is sampled every 10 ms from the start until %s after the "+
 		"last answer; %d storms, each after %s of quiet.", settle, sc.logins, sc.after, sc.storms, settle)}
 	return s
+}
+
+// joinNumbers prints vs with two decimals, comma-separated.
+func joinNumbers(vs []float64) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = fmt.Sprintf("%.2f", v)
+	}
+	return strings.Join(out, ", ")
 }

@@ -161,7 +161,8 @@ func ratioCell(s benchfig.Section, f benchfig.Figure) string {
 	return number(r) + "×"
 }
 
-// result says whether f met its target, with the margin when the target's bound can be read.
+// result says whether f met its target, and by how much when the target's bound can be read:
+// "met by 4.4 %", "**missed** by 20.0 %", "**missed**: 22× the bound".
 func result(s benchfig.Section, f benchfig.Figure) string {
 	if f.Met == nil {
 		return ""
@@ -170,11 +171,24 @@ func result(s benchfig.Section, f benchfig.Figure) string {
 	if !*f.Met {
 		verdict = "**missed**"
 	}
-	m, ok := margin(s, f)
-	if !ok {
+	r, atLeast, ok := toBound(s, f)
+	// When the median's side of the bound disagrees with the verdict, the benchmark judged by more
+	// than the median (every run, the slowest one): its verdict stands alone.
+	if !ok || within(r, atLeast) != *f.Met {
 		return verdict
 	}
-	return fmt.Sprintf("%s (%s)", verdict, signedPercent(m))
+	if !*f.Met && (r >= 2 || r <= 0.5) {
+		return fmt.Sprintf("%s: %s× the bound", verdict, number(r))
+	}
+	return fmt.Sprintf("%s by %.1f %%", verdict, math.Abs(r-1)*100)
+}
+
+// within reports whether a figure at r times its bound meets it.
+func within(r float64, atLeast bool) bool {
+	if atLeast {
+		return r >= 1
+	}
+	return r <= 1
 }
 
 // bound is the number a target holds a figure to, read from its text ("≥ 0.9 × baseline",
@@ -205,13 +219,13 @@ func parseBound(target string) (bound, bool) {
 	return b, true
 }
 
-// margin is how far f is inside its target's bound, as a share of the bound: positive when met
-// with room to spare, negative by how much it was missed. It is unknown when the target cannot be
-// read or its unit is not the figure's.
-func margin(s benchfig.Section, f benchfig.Figure) (float64, bool) {
+// toBound is f over its target's bound (or its ratio to the baseline over the bound, when the
+// bound is on the ratio). It is unknown when the target cannot be read or its unit is not the
+// figure's.
+func toBound(s benchfig.Section, f benchfig.Figure) (r float64, atLeast, ok bool) {
 	b, ok := parseBound(f.Target)
 	if !ok || b.value == 0 {
-		return 0, false
+		return 0, false, false
 	}
 	v := f.Median
 	if b.ratio {
@@ -220,17 +234,14 @@ func margin(s benchfig.Section, f benchfig.Figure) (float64, bool) {
 		from, okFrom := unitScale[b.unit]
 		to, okTo := unitScale[f.Unit]
 		if !okFrom || !okTo || from.dim != to.dim {
-			return 0, false
+			return 0, false, false
 		}
 		b.value *= from.factor / to.factor
 	}
 	if math.IsNaN(v) {
-		return 0, false
+		return 0, false, false
 	}
-	if b.atLeast {
-		return v/b.value - 1, true
-	}
-	return 1 - v/b.value, true
+	return v / b.value, b.atLeast, true
 }
 
 // unitScale converts the units of time and size a target may name into the figure's.
@@ -240,18 +251,6 @@ var unitScale = map[string]struct {
 }{
 	"ns": {"time", 1e-9}, "µs": {"time", 1e-6}, "us": {"time", 1e-6}, "ms": {"time", 1e-3}, "s": {"time", 1},
 	"B": {"size", 1}, "KiB": {"size", 1 << 10}, "MiB": {"size", 1 << 20}, "GiB": {"size", 1 << 30},
-}
-
-func signedPercent(m float64) string {
-	p := m * 100
-	switch {
-	case math.Abs(p) < 0.05:
-		return "at the bound"
-	case p > 0:
-		return fmt.Sprintf("+%.1f %%", p)
-	default:
-		return fmt.Sprintf("−%.1f %%", -p)
-	}
 }
 
 func withUnit(v float64, unit string) string {

@@ -29,6 +29,7 @@ const (
 	fontSize     = 12
 	tickLength   = 5
 	legendSample = 28
+	lineHeight   = 14
 )
 
 // The colours (Tableau 10, which stay apart for most colour-blind readers) and dash patterns:
@@ -352,12 +353,30 @@ func drawBars(p benchfig.Plot) ([]byte, error) {
 	lo := math.Min(0, slices.Min(vals))
 	ys := linearAxis(lo, hi*1.08, true) // room for the value above the highest bar
 
-	rows := legendRows(names(p))
-	height := marginTop + plotHeight + axisSpace + rows*legendRow + 12
+	// Each bar is named under it, on up to four lines; when a name does not fit, the legend names
+	// them all in full.
+	slot := float64(width-marginLeft-marginRight) / float64(len(vals))
+	labels := make([][]string, len(vals))
+	cut, lines := false, 1
+	for i, s := range p.Series {
+		var c bool
+		labels[i], c = wrap(s.Name, int(slot*0.95/charWidth), 4)
+		cut, lines = cut || c, max(lines, len(labels[i]))
+	}
+	labelSpace := tickLength + 13 + lines*lineHeight
+	if p.XLabel != "" {
+		labelSpace += lineHeight + 6
+	}
+	height := marginTop + plotHeight + labelSpace + 12
+	if cut {
+		height += legendRows(names(p))*legendRow + 8
+	}
 	c := newCanvas(p.Title, height)
 	r := area{left: marginLeft, top: marginTop, right: width - marginRight, bottom: marginTop + plotHeight}
-	c.axes(r, nil, ys, p.XLabel, p.YLabel)
-	slot := (r.right - r.left) / float64(len(vals))
+	c.axes(r, nil, ys, "", p.YLabel)
+	if p.XLabel != "" {
+		c.text((r.left+r.right)/2, r.bottom+float64(labelSpace)-4, "middle", p.XLabel)
+	}
 	barWidth := math.Min(slot*0.6, 90)
 	zero := r.y(ys, 0)
 	for i, v := range vals {
@@ -369,25 +388,34 @@ func drawBars(p benchfig.Plot) ([]byte, error) {
 		_ = xml.EscapeText(&c.b, []byte(p.Series[i].Name))
 		c.b.WriteString("</title></path>\n")
 		c.text(x+barWidth/2, top-5, "middle", tick(v))
-		if label := short(p.Series[i].Name, int(slot/charWidth)); label != "" {
-			c.text(x+barWidth/2, r.bottom+tickLength+13, "middle", label)
+		for j, line := range labels[i] {
+			c.text(x+barWidth/2, r.bottom+tickLength+13+float64(j*lineHeight), "middle", line)
 		}
 	}
-	c.legend(names(p), float64(marginTop+plotHeight+axisSpace+14), true)
+	if cut {
+		c.legend(names(p), float64(marginTop+plotHeight+labelSpace+14), true)
+	}
 	return c.bytes(), nil
 }
 
-// short returns name cut to n characters with an ellipsis, or nothing when n leaves no room; the
-// legend has the whole name.
-func short(name string, n int) string {
-	r := []rune(name)
-	switch {
-	case len(r) <= n:
-		return name
-	case n < 4:
-		return ""
+// wrap breaks name into lines of at most width characters, at spaces, keeping at most maxLines;
+// cut reports whether anything was left out (a word too long, or too many lines).
+func wrap(name string, width, maxLines int) (lines []string, cut bool) {
+	for _, w := range strings.Fields(name) {
+		if r := []rune(w); len(r) > width {
+			w, cut = string(r[:max(width-1, 1)])+"…", true
+		}
+		if n := len(lines); n > 0 && len([]rune(lines[n-1]))+1+len([]rune(w)) <= width {
+			lines[n-1] += " " + w
+			continue
+		}
+		lines = append(lines, w)
 	}
-	return string(r[:n-1]) + "…"
+	if len(lines) > maxLines {
+		lines, cut = lines[:maxLines], true
+		lines[maxLines-1] += "…"
+	}
+	return lines, cut
 }
 
 // tick prints a tick's value briefly: 2k, 1.5M, 0.25.

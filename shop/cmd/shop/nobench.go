@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/authmesh/shop/internal/postgres"
 	"github.com/authmesh/events/auth"
+	"github.com/authmesh/shop/internal/postgres"
 )
 
 // mountBench adds nothing: the benchmarks' baselines (bench.go) are only in binaries built with
