@@ -50,6 +50,10 @@ type variant struct {
 	next    load.Request
 	want    int
 	runs    []run
+	// profile says whether the service is profiled in the first round; profiled is what the
+	// profile showed.
+	profile  bool
+	profiled string
 }
 
 // run is what one load of a variant measured.
@@ -73,7 +77,8 @@ func variants(sys *system) []*variant {
 			if e.method == http.MethodPost {
 				next = load.Post(url, h, e.body)
 			}
-			out = append(out, &variant{name: e.name + ", " + designNames[d], service: e.service, next: next, want: e.want})
+			out = append(out, &variant{name: e.name + ", " + designNames[d], service: e.service, next: next, want: e.want,
+				profile: d == authorized})
 		}
 	}
 	return append(out,
@@ -102,13 +107,21 @@ func httpScaleOf() httpScale {
 func measureHTTP(b *testing.B, sys *system, sc httpScale) []*variant {
 	vs := variants(sys)
 	client := load.NewClient(sc.clients)
+	profileSecs := max(1, int(sc.duration/time.Second)-1)
+	profileDir := b.TempDir()
 	for round := range sc.rounds {
 		for _, v := range vs {
-			var cpu, accountCPU [2]time.Duration
-			marks := 0
+			var (
+				cpu, accountCPU [2]time.Duration
+				marks           int
+				prof            *profile
+			)
 			mark := func() {
 				cpu[marks] = cpuOf(b, sys.pid[v.service])
 				accountCPU[marks] = cpuOf(b, sys.pid["account"])
+				if marks == 0 && round == 0 && v.profile {
+					prof = startProfile(b.Context(), sys, v.service, profileSecs, profileDir)
+				}
 				marks++
 			}
 			res, err := load.Run(b.Context(), v.next, load.Options{
@@ -116,6 +129,11 @@ func measureHTTP(b *testing.B, sys *system, sc httpScale) []*variant {
 			})
 			if err != nil {
 				b.Fatalf("%s: %v", v.name, err)
+			}
+			if prof != nil {
+				if v.profiled, err = prof.wait(v.service, profileSecs); err != nil {
+					b.Errorf("%s: profile: %v", v.name, err)
+				}
 			}
 			answered := len(res.Latencies)
 			if res.OK == 0 || marks != 2 {
@@ -170,7 +188,7 @@ func httpSection(vs []*variant, sc httpScale) benchfig.Section {
 		d := vs[i*designs : (i+1)*designs]
 		auth, base, sync := rate(d[authorized]), rate(d[noAuth]), rate(d[synchronous])
 		auth = auth.Against(base.Name, fmt.Sprintf("≥ %g × baseline", noAuthShare), auth.Median >= noAuthShare*base.Median)
-		auth.Note = pairedNote(d[authorized], d[noAuth])
+		auth.Note = pairedNote(d[authorized], d[noAuth]) + " " + d[authorized].profiled
 		vsSync := rate(d[authorized])
 		vsSync.Name += ", held to the synchronous design"
 		vsSync = vsSync.Against(sync.Name, fmt.Sprintf("≥ %g × baseline", synchronousGain), vsSync.Median >= synchronousGain*sync.Median)
