@@ -1,5 +1,6 @@
 # The whole project from the repository root. `make run` starts the system, `make test` runs
-# every test (with gofmt and go vet). See README.md.
+# every test (with gofmt and go vet), `make bench` measures it and writes docs/performance.md.
+# See README.md.
 
 MODULES  := events account blog shop e2e
 PKGS     := $(foreach m,$(MODULES),./$(m)/...)
@@ -7,7 +8,7 @@ GO       ?= go
 # Build flags shared with the Dockerfile: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check modules-check vet unit e2e bench compose-check clean
+.PHONY: all build run test fmt-check modules-check vet unit bench-smoke e2e bench compose-check clean
 
 all: build
 
@@ -25,8 +26,9 @@ run: build
 	./scripts/run.sh
 
 # Every test: formatting, the modules standing alone, vet, then the tests of every module against
-# the local Postgres (each test makes its own database) and private embedded NATS servers.
-test: fmt-check modules-check vet unit
+# the local Postgres (each test makes its own database) and private embedded NATS servers, and the
+# report benchmarks once, briefly, so that they cannot rot.
+test: fmt-check modules-check vet unit bench-smoke
 
 fmt-check:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -36,8 +38,10 @@ fmt-check:
 modules-check:
 	GO=$(GO) ./scripts/modules-check.sh $(MODULES)
 
+# The bench build's files of blog and shop (the benchmarks' baselines) too.
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags bench ./blog/cmd/blog ./shop/cmd/shop
 
 unit:
 	$(GO) test -count=1 -timeout 9m $(PKGS)
@@ -48,11 +52,23 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout 5m -v ./e2e/blackbox/
 
-# Benchmarks (figures, never pass/fail): a full replica rebuild of BENCH_EVENTS events published
-# to an embedded NATS server (docs/operations.md records the figure).
-BENCH_EVENTS ?= 1000000
-bench:
-	REPLICA_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test ./events/replica -run '^$$' -bench Rebuild -benchtime 1x -timeout 20m
+# The packages that hold report benchmarks (BenchmarkReport*: each measures at the scale that
+# BENCH_SCALE names and saves its section of docs/performance.md into BENCH_OUT; events/benchfig).
+BENCH_PKGS ?= ./events/outbox ./events/replica ./e2e/bench/authcost ./e2e/bench/httpload
+# One package at a time (-p 1), so that no benchmark measures while another loads the machine.
+BENCH_RUN := $(GO) test -p 1 -count=1 -run '^$$' -bench Report -benchtime 1x
+
+# Figures, never pass/fail: every report benchmark at full scale (a few minutes; real Postgres,
+# embedded NATS, the services as processes), then docs/performance.md and its plots in
+# docs/performance/ rendered from what they saved (e2e/cmd/perfreport). Run it on a quiet machine.
+bench: build
+	rm -rf tmp/bench
+	BENCH_SCALE=full BENCH_OUT=$(CURDIR)/tmp/bench $(BENCH_RUN) -timeout 30m $(BENCH_PKGS)
+	$(GO) run ./e2e/cmd/perfreport -in tmp/bench -out docs
+
+# The same benchmarks at smoke scale, writing nothing: seconds each, part of `make test`.
+bench-smoke:
+	BENCH_SCALE= BENCH_OUT= $(BENCH_RUN) -timeout 5m $(BENCH_PKGS)
 
 # Validate the compose files (Debian's docker-compose package; no Docker engine needed).
 compose-check:

@@ -10,13 +10,17 @@ import (
 )
 
 // Build builds the account, blog and shop binaries of the workspace that holds the current
-// directory into dir, as the Dockerfile does (static, -trimpath).
-func Build(ctx context.Context, dir string) error {
+// directory into dir, as the Dockerfile does (static, -trimpath), with the build tags given (the
+// benchmarks build with "bench"; production binaries never have a tag).
+func Build(ctx context.Context, dir string, tags ...string) error {
 	root, err := WorkspaceRoot(ctx)
 	if err != nil {
 		return err
 	}
 	args := []string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
 	for _, s := range Services {
 		args = append(args, "./"+s+"/cmd/"+s)
 	}

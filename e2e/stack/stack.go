@@ -249,6 +249,17 @@ func (s *Stack) Running(name string) bool {
 	}
 }
 
+// PID returns the process id of a running service, or 0 when it is not running: for the
+// benchmarks, which read its CPU time and memory in /proc.
+func (s *Stack) PID(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.procs[name]; p != nil {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
 // waitReady polls the service's /readyz until it answers 200, the process exits, or readyTimeout
 // passes.
 func (s *Stack) waitReady(ctx context.Context, name string, p *process) error {

@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,8 +64,13 @@ func Verify(password, encoded string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return p.verify(password), nil
+}
+
+// verify reports whether password hashes to p's key, in constant time.
+func (p params) verify(password string) bool {
 	key := argon2.IDKey([]byte(password), p.salt, p.time, p.memory, p.threads, uint32(len(p.key)))
-	return subtle.ConstantTimeCompare(key, p.key) == 1, nil
+	return subtle.ConstantTimeCompare(key, p.key) == 1
 }
 
 type params struct {
@@ -108,12 +115,29 @@ var ErrBusy = errors.New("password hashing is saturated")
 // DefaultWait is how long a Hasher waits for a slot by default.
 const DefaultWait = 2 * time.Second
 
+// ReleaseAfter is how long a Hasher stays idle, after it has hashed, before it hands the
+// memory of its hashes back to the operating system.
+const ReleaseAfter = time.Second
+
 // Hasher runs Hash and Verify at most a fixed number at a time, which bounds their memory. It is
 // safe for concurrent use.
+//
+// Each hash allocates Memory KiB at once, in one array that is garbage the moment the hash ends.
+// Left to itself, the garbage collector lets such garbage pile up to as much as was live at its
+// last cycle (GOGC=100) before it reclaims any, and the arrays of a burst of logins double the
+// process. So a hash collects the garbage before it gives its slot up: there is never more than
+// one array per slot, and the next hash reuses the memory of the last (the arrays hold no
+// pointers, so a cycle costs a millisecond or two beside a hash's tens). The runtime also keeps
+// what it has reclaimed, for reuse, so after a burst the process would stay as large as at its
+// height until long after: once no hash has run for ReleaseAfter, the hasher returns the free
+// memory to the operating system (debug.FreeOSMemory, once per burst, not per hash, so steady
+// logins keep theirs).
 type Hasher struct {
 	slots chan struct{}
 	wait  time.Duration
 	runs  atomic.Uint64
+	mu    sync.Mutex  // over idle's Reset, from the goroutines giving slots back
+	idle  *time.Timer // fires ReleaseAfter after the last slot was given back
 }
 
 // NewHasher returns a hasher running at most n hashes at once (GOMAXPROCS when n < 1) and waiting
@@ -125,7 +149,17 @@ func NewHasher(n int, wait time.Duration) *Hasher {
 	if wait <= 0 {
 		wait = DefaultWait
 	}
-	return &Hasher{slots: make(chan struct{}, n), wait: wait}
+	h := &Hasher{slots: make(chan struct{}, n), wait: wait}
+	h.idle = time.AfterFunc(time.Hour, h.freeIfIdle)
+	h.idle.Stop()
+	return h
+}
+
+// freeIfIdle returns the free memory to the operating system unless a hash is running.
+func (h *Hasher) freeIfIdle() {
+	if len(h.slots) == 0 {
+		debug.FreeOSMemory()
+	}
 }
 
 // Hash is Hash run in a slot. It returns ErrBusy when no slot freed up in time, or ctx's error.
@@ -141,12 +175,16 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 // Verify is Verify run in a slot. It returns ErrBusy when no slot freed up in time, or ctx's
 // error.
 func (h *Hasher) Verify(ctx context.Context, password, encoded string) (bool, error) {
+	p, err := parse(encoded)
+	if err != nil {
+		return false, err
+	}
 	if err := h.acquire(ctx); err != nil {
 		return false, err
 	}
 	defer h.release()
 	h.runs.Add(1)
-	return Verify(password, encoded)
+	return p.verify(password), nil
 }
 
 // Runs returns how many times Hash or Verify has run in a slot of h: the hashes it computed.
@@ -170,4 +208,14 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	}
 }
 
-func (h *Hasher) release() { <-h.slots }
+// release collects the garbage (see Hasher) and gives the slot back; the last one out starts the
+// wait before the memory is returned to the operating system.
+func (h *Hasher) release() {
+	runtime.GC()
+	<-h.slots
+	if len(h.slots) == 0 {
+		h.mu.Lock()
+		h.idle.Reset(ReleaseAfter)
+		h.mu.Unlock()
+	}
+}

@@ -149,7 +149,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	watch := auth.NewKeyWatch(keys, base.JS, log)
 	authn := auth.New(&auth.Verifier{Keys: keys, Issuer: cfg.TokenIssuer, Audience: cfg.Name}, rep, log, auth.WithMetrics(base.Metrics))
 
-	mux := server.New(log, postgres.New(base.Pool), authn)
+	store := postgres.New(base.Pool)
+	mux := server.New(log, store, authn)
+	mountBench(mux, log, store, rep) // only in binaries built with -tags bench (bench.go)
 	checks := map[string]web.Check{"stream": rep.Ready, "keys": keys.Ready}
 	// The workers beside the HTTP server, stopped once it has finished its requests: the replica's
 	// consumer (with its listener, which wakes the lookups waiting for an apply) and the key watch.

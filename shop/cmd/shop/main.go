@@ -153,6 +153,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	store := postgres.New(base.Pool, base.Metrics)
 	mux := server.New(log, store, authn)
+	mountBench(mux, log, store, rep) // only in binaries built with -tags bench (bench.go)
 	checks := map[string]web.Check{"stream": rep.Ready, "keys": keys.Ready}
 	// The workers beside the HTTP server, stopped once it has finished its requests: the replica's
 	// consumer (with its listener, which wakes the lookups waiting for an apply), the key watch and
