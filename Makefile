@@ -8,7 +8,7 @@ GO       ?= go
 # Build flags shared with the Dockerfile: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check modules-check vet unit bench-smoke e2e bench compose-check clean
+.PHONY: all build run test fmt-check modules-check vet unit bench-smoke e2e bench fuzz compose-check clean
 
 all: build
 
@@ -69,6 +69,12 @@ bench: build
 # The same benchmarks at smoke scale, writing nothing: seconds each, part of `make test`.
 bench-smoke:
 	BENCH_SCALE= BENCH_OUT= $(BENCH_RUN) -timeout 5m $(BENCH_PKGS)
+
+# Every Go fuzz target (event parsing, token verification, the request decoders) for FUZZTIME each;
+# `make test` runs their seed corpora already. See scripts/fuzz.sh.
+FUZZTIME ?= 30s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 # Validate the compose files (Debian's docker-compose package; no Docker engine needed).
 compose-check:
