@@ -20,8 +20,9 @@ const (
 	// readAhead is how many messages the ordered consumer keeps in flight.
 	readAhead = 32768
 	// readQueue is how many batches may wait between the ordered consumer and the reader's
-	// caller: enough for every worker to decode while the caller is busy (a rebuild writing).
-	readQueue = readAhead / readBatch
+	// caller, parsed or to be parsed: a few per worker keep the workers busy, and a parsed
+	// message waiting is heap that every garbage collection scans.
+	readQueue = 8
 	// readIdle is how long a read waits for the next message before it asks the server whether
 	// any is left.
 	readIdle = time.Second

@@ -11,13 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-const (
-	// maxHeld bounds the users whose newest state a rebuild holds in memory (a few hundred bytes
-	// each) before it writes them to the copy and reads on.
-	maxHeld = 1 << 18
-	// repairGroup is how many users a repair re-reads the messages of at once.
-	repairGroup = 64
-)
+// maxHeld bounds the users whose newest state a rebuild holds in memory (a few hundred bytes
+// each) before it writes them to the copy and reads on. (A variable, so that a test can make a
+// rebuild write several times.)
+var maxHeld = 1 << 18
+
+// repairGroup is how many users a repair re-reads the messages of at once.
+const repairGroup = 64
 
 // shadowCopy is a rebuild's view of shadowTable while it fills it. Applying a run of events with
 // the version gate leaves, of each user, the newest of them: so the rebuild applies the stream in
@@ -52,18 +52,8 @@ func newShadowCopy(ctx context.Context, conn *pgx.Conn, s jetstream.Stream, r st
 	if !partial {
 		return c, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT id, version FROM `+shadowTable)
-	if err != nil {
-		return nil, fmt.Errorf("read versions of %s: %w", shadowTable, err)
-	}
-	var id uuid.UUID
-	var version int64
-	_, err = pgx.ForEachRow(rows, []any{&id, &version}, func() error {
-		c.versions[id] = version
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read versions of %s: %w", shadowTable, err)
+	if err := c.readVersions(ctx, `SELECT id, version FROM `+shadowTable); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -74,8 +64,9 @@ func (c *shadowCopy) fill(ctx context.Context, total func(first uint64) uint64, 
 	err := readStream(ctx, c.stream, c.r, func(first uint64) { want = total(first) }, func(msgs []message) error {
 		for _, m := range msgs {
 			c.take(m, res)
-		}
-		if len(c.held) >= maxHeld {
+			if len(c.held) < maxHeld {
+				continue
+			}
 			if err := c.write(ctx, res); err != nil {
 				return err
 			}
@@ -162,26 +153,49 @@ func (c *shadowCopy) writeRows(ctx context.Context, rows []heldRow) (refused []h
 	return append(refused, more...), err
 }
 
-// copyRows writes rows to the copy in one transaction: COPY into the session's temporary table,
-// then one insert with the version gate.
+// copyRows writes rows to the copy in one transaction. Users the copy holds no row of (all of
+// them, in the first write of a rebuild from an empty copy) are COPYed straight into it; the
+// others into the session's temporary table, then merged with the version gate.
 func (c *shadowCopy) copyRows(ctx context.Context, rows []heldRow) error {
 	const merge = `INSERT INTO ` + shadowTable + ` AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
 		SELECT id, email, display_name, roles, status, version, seq, now() FROM ` + batchTable + `
 		` + newerVersionWins
-	cols := []string{"seq", "id", "email", "display_name", "roles", "status", "version"}
-	src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-		u := rows[i].user
-		// pgtype.UUID is copied as 16 bytes; uuid.UUID would go through its text form.
-		return []any{int64(rows[i].seq), pgtype.UUID{Bytes: u.ID, Valid: true}, u.Email, u.DisplayName, u.Roles, u.Status, u.Version}, nil
-	})
+	var fresh, known []heldRow
+	for _, h := range rows {
+		if h.before == 0 {
+			fresh = append(fresh, h)
+		} else {
+			known = append(known, h)
+		}
+	}
 	return pgx.BeginFunc(ctx, c.conn, func(tx pgx.Tx) error {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{batchTable}, cols, src); err != nil {
+		if len(fresh) > 0 {
+			cols := []string{"stream_seq", "id", "email", "display_name", "roles", "status", "version"}
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{shadowTable}, cols, copySource(fresh)); err != nil {
+				return fmt.Errorf("copy rows: %w", err)
+			}
+		}
+		if len(known) == 0 {
+			return nil
+		}
+		cols := []string{"seq", "id", "email", "display_name", "roles", "status", "version"}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{batchTable}, cols, copySource(known)); err != nil {
 			return fmt.Errorf("copy rows: %w", err)
 		}
 		if _, err := tx.Exec(ctx, merge); err != nil {
 			return fmt.Errorf("merge rows: %w", err)
 		}
 		return nil
+	})
+}
+
+// copySource is rows as COPY takes them: sequence, id, email, display name, roles, status,
+// version.
+func copySource(rows []heldRow) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		u := rows[i].user
+		// pgtype.UUID is copied as 16 bytes; uuid.UUID would go through its text form.
+		return []any{int64(rows[i].seq), pgtype.UUID{Bytes: u.ID, Valid: true}, u.Email, u.DisplayName, u.Roles, u.Status, u.Version}, nil
 	})
 }
 
@@ -207,7 +221,8 @@ func (c *shadowCopy) repair(ctx context.Context, refused []heldRow, res *Rebuild
 		err := readStream(ctx, c.stream, r, nil, func(msgs []message) error {
 			for _, m := range msgs {
 				// Invalid messages were counted so by take; a last message of a subject before
-				// the last write was written then.
+				// the last write was written then. (A subject changed since the read has a later
+				// last message, past c.last: the swap merges that change from the live table.)
 				if m.reason != "" || m.seq < c.first {
 					continue
 				}
@@ -253,7 +268,12 @@ func (c *shadowCopy) reread(ctx context.Context, ids []uuid.UUID) error {
 	for _, id := range ids {
 		delete(c.versions, id)
 	}
-	rows, err := c.conn.Query(ctx, `SELECT id, version FROM `+shadowTable+` WHERE id = ANY($1)`, ids)
+	return c.readVersions(ctx, `SELECT id, version FROM `+shadowTable+` WHERE id = ANY($1)`, ids)
+}
+
+// readVersions sets the versions of the users that query (of id and version) returns.
+func (c *shadowCopy) readVersions(ctx context.Context, query string, args ...any) error {
+	rows, err := c.conn.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("read versions of %s: %w", shadowTable, err)
 	}

@@ -7,3 +7,11 @@ const NewerVersionWins = newerVersionWins
 
 // ReadAhead is how many messages a read of the stream keeps in flight.
 const ReadAhead = readAhead
+
+// SetMaxHeld makes rebuilds write to their copy every n users held, until restore is called. Only
+// a test that does not run in parallel may call it.
+func SetMaxHeld(n int) (restore func()) {
+	before := maxHeld
+	maxHeld = n
+	return func() { maxHeld = before }
+}

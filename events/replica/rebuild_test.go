@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/authmesh/events"
@@ -197,5 +198,85 @@ func TestRebuildRefusedRows(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, users(t, e)); diff != "" {
 		t.Errorf("replica, last per subject (-want +got):\n%s", diff)
+	}
+}
+
+// TestRebuildWritesSeveralTimes: a rebuild that holds more users than it may writes what it holds
+// and reads on, with the same replica and counts in the end, refused rows and partial rebuilds
+// included. It changes a package variable, so it does not run in parallel.
+func TestRebuildWritesSeveralTimes(t *testing.T) {
+	defer replica.SetMaxHeld(7)()
+	e := newEnv(t)
+	ctx := context.Background()
+	exec(t, e.pool, `ALTER TABLE replica_users ADD CONSTRAINT no_blocked CHECK (email NOT LIKE 'blocked%')`)
+	want := map[uuid.UUID]events.User{}
+	var last uint64
+	var all []events.User
+	for range 30 {
+		u := authtest.NewUser()
+		publishEvent(t, e.pub, events.Subject(events.UserCreated, u.ID), event(t, u))
+		all = append(all, u)
+	}
+	created := slices.Clone(all)
+	// Changes spread over the stream, so that a user's history spans several writes.
+	for round := range 3 {
+		for i, u := range all {
+			switch {
+			case i == 3 && round == 1:
+				_, last = changeUser(t, e, events.UserRoleChanged, u, func(u *events.User) { u.Email = "blocked-" + u.Email })
+				continue // refused: the user stays at its previous version
+			case i == 5 && round == 2:
+				last = publishRaw(t, e.pub, events.Subject(events.UserRoleChanged, u.ID), []byte("{not json"))
+				continue
+			case i == 3 && round == 2:
+				continue
+			}
+			all[i], last = changeUser(t, e, events.UserRoleChanged, u, func(u *events.User) { u.DisplayName += "+" })
+		}
+	}
+	for _, u := range all {
+		want[u.ID] = u
+	}
+
+	res, err := replica.Rebuild(ctx, e.pool, e.js, replica.RebuildOptions{})
+	if err != nil {
+		t.Fatalf("Rebuild: %v", err)
+	}
+	// 30 created, 3 rounds of 30 changes; one refused, one garbage.
+	wantRes := replica.RebuildResult{Full: true, LastSeq: last, Read: 30 + 89, Applied: 30 + 87, Skipped: 2, Invalid: 2}
+	if diff := cmp.Diff(wantRes, res, cmpIgnoreElapsed); diff != "" {
+		t.Errorf("Rebuild (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, users(t, e)); diff != "" {
+		t.Errorf("replica (-want +got):\n%s", diff)
+	}
+
+	// A partial rebuild over a replica rewound to the created states re-applies every change.
+	exec(t, e.pool, `UPDATE replica_users SET version = 1, display_name = 'rewound'`)
+	res, err = replica.Rebuild(ctx, e.pool, e.js, replica.RebuildOptions{FromSeq: 31})
+	if err != nil {
+		t.Fatalf("Rebuild from seq 31: %v", err)
+	}
+	wantRes = replica.RebuildResult{LastSeq: last, Read: 89, Applied: 87, Skipped: 2, Invalid: 2}
+	if diff := cmp.Diff(wantRes, res, cmpIgnoreElapsed); diff != "" {
+		t.Errorf("Rebuild from seq 31 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, users(t, e)); diff != "" {
+		t.Errorf("replica after the partial rebuild (-want +got):\n%s", diff)
+	}
+
+	// By the last message per subject: the created states, then the last role changes, of which
+	// the refused one and the garbage leave their users at their created states.
+	res, err = replica.Rebuild(ctx, e.pool, e.js, replica.RebuildOptions{LastPerSubject: true})
+	if err != nil {
+		t.Fatalf("Rebuild, last per subject: %v", err)
+	}
+	wantRes = replica.RebuildResult{Full: true, LastPerSubject: true, LastSeq: last, Read: 60, Applied: 58, Skipped: 2, Invalid: 2}
+	if diff := cmp.Diff(wantRes, res, cmpIgnoreElapsed); diff != "" {
+		t.Errorf("Rebuild, last per subject (-want +got):\n%s", diff)
+	}
+	want[created[3].ID], want[created[5].ID] = created[3], created[5]
+	if diff := cmp.Diff(want, users(t, e)); diff != "" {
+		t.Errorf("replica after the rebuild by the last message per subject (-want +got):\n%s", diff)
 	}
 }
