@@ -259,6 +259,7 @@ func (r *rebuildReport) historyPlot() benchfig.Plot {
 		Kind:   benchfig.KindLine,
 		XLabel: "changes per user (events in the stream ÷ users)",
 		YLabel: "seconds (median)",
+		LogX:   true,
 	}
 	var users []int
 	for _, h := range r.sc.growth {
