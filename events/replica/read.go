@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/authmesh/events"
@@ -12,21 +14,29 @@ import (
 )
 
 const (
-	// readBatch is how many messages a read of the stream hands over at a time.
-	readBatch = 16384
+	// readBatch is how many messages a read of the stream hands over at a time, and the unit of
+	// work of a decoding worker.
+	readBatch = 1024
 	// readAhead is how many messages the ordered consumer keeps in flight.
-	readAhead = 2 * readBatch
+	readAhead = 32768
+	// readQueue is how many batches may wait between the ordered consumer and the reader's
+	// caller, parsed or to be parsed: a few per worker keep the workers busy, and a parsed
+	// message waiting is heap that every garbage collection scans.
+	readQueue = 8
 	// readIdle is how long a read waits for the next message before it asks the server whether
 	// any is left.
 	readIdle = time.Second
 )
 
 // streamRange is the part of the stream a read covers: from a sequence, from a time, or from the
-// start (both zero), up to and including last.
+// start (both zero), up to and including last; or, with lastPerSubject, only the last message of
+// each subject, up to last. subjects narrows the read (default: the whole stream).
 type streamRange struct {
-	fromSeq  uint64
-	fromTime time.Time
-	last     uint64
+	fromSeq        uint64
+	fromTime       time.Time
+	last           uint64
+	lastPerSubject bool
+	subjects       []string
 }
 
 // message is a message of the stream, parsed: event is usable when reason is empty.
@@ -52,21 +62,89 @@ func openStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, 
 	return s, info, nil
 }
 
+// batch is a run of messages in stream order, handed from the ordered consumer to the workers
+// that parse it and then, in order, to the caller of readStream.
+type batch struct {
+	msgs   []message
+	parsed chan struct{} // closed once every message is parsed
+}
+
 // readStream reads the messages of r in stream order with an ordered consumer (no state kept on
-// the server beyond the read) and hands them to fn, parsed, in batches of up to readBatch. It
-// returns when r.last is reached, when the stream holds nothing more, or on the first error of
-// fn or of the read. first reports the sequence of the first message, before its batch is
-// handed over, so that a caller can size the work; it may be nil.
+// the server beyond the read) and hands them to fn, parsed, in batches of up to readBatch, from
+// the calling goroutine. It returns when r.last is reached, when the stream holds nothing more,
+// or on the first error of fn or of the read. first reports the sequence of the first message,
+// before its batch is handed over, so that a caller can size the work; it may be nil.
+//
+// Parsing (the JSON decode, which costs as much as the read itself) runs on every core, in
+// workers, while the consumer reads on and fn works: the read is one goroutine that only
+// receives, and fn sees the batches in stream order all the same.
 func readStream(ctx context.Context, s jetstream.Stream, r streamRange, first func(seq uint64), fn func([]message) error) error {
 	if r.last == 0 || r.fromSeq > r.last {
 		return nil
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ordered := make(chan *batch, readQueue)
+	work := make(chan *batch, readQueue)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for b := range work {
+				for i := range b.msgs {
+					m := &b.msgs[i]
+					m.event, m.reason = parse(m.subject, m.data)
+				}
+				close(b.parsed)
+			}
+		})
+	}
+	var readErr error
+	wg.Go(func() {
+		defer close(work)
+		defer close(ordered)
+		readErr = receive(ctx, s, r, func(msgs []message) {
+			b := &batch{msgs: msgs, parsed: make(chan struct{})}
+			// A send blocks while the workers or the caller are behind, which holds the read
+			// back. A batch goes to work first, so that the one the caller waits for is parsed.
+			work <- b
+			ordered <- b
+		})
+	})
+	var fnErr error
+	for b := range ordered {
+		<-b.parsed
+		if fnErr != nil {
+			continue // drain, so that the reader is not left blocked
+		}
+		if first != nil {
+			first(b.msgs[0].seq)
+			first = nil
+		}
+		if fnErr = fn(b.msgs); fnErr != nil {
+			cancel()
+		}
+	}
+	wg.Wait()
+	if fnErr != nil {
+		return fnErr
+	}
+	return readErr
+}
+
+// receive reads the messages of r and hands them unparsed to send, in batches of up to
+// readBatch, until r.last, the end of the stream, ctx's end or an error of the read.
+func receive(ctx context.Context, s jetstream.Stream, r streamRange, send func([]message)) error {
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{events.StreamSubjects},
+		FilterSubjects:    r.subjects,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
 	}
+	if len(cfg.FilterSubjects) == 0 {
+		cfg.FilterSubjects = []string{events.StreamSubjects}
+	}
 	switch {
+	case r.lastPerSubject:
+		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
 	case r.fromSeq > 0:
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = r.fromSeq
@@ -88,16 +166,14 @@ func readStream(ctx context.Context, s jetstream.Stream, r streamRange, first fu
 	stopOnCancel := context.AfterFunc(ctx, it.Stop)
 	defer stopOnCancel()
 
-	batch := make([]message, 0, readBatch)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	msgs := make([]message, 0, readBatch)
+	flush := func() {
+		if len(msgs) > 0 {
+			send(msgs)
+			msgs = make([]message, 0, readBatch)
 		}
-		err := fn(batch)
-		batch = make([]message, 0, readBatch)
-		return err
 	}
-	started := false
+	defer flush()
 	for {
 		msg, err := it.Next(jetstream.NextMaxWait(readIdle))
 		switch {
@@ -110,7 +186,7 @@ func readStream(ctx context.Context, s jetstream.Stream, r streamRange, first fu
 				return fmt.Errorf("read stream: %w", err)
 			}
 			if info.NumPending == 0 {
-				return flush()
+				return nil
 			}
 			continue
 		case err != nil:
@@ -122,24 +198,14 @@ func readStream(ctx context.Context, s jetstream.Stream, r streamRange, first fu
 		}
 		seq := meta.Sequence.Stream
 		if seq > r.last {
-			return flush()
+			return nil
 		}
-		if !started {
-			started = true
-			if first != nil {
-				first(seq)
-			}
-		}
-		m := message{seq: seq, subject: msg.Subject(), data: msg.Data()}
-		m.event, m.reason = parse(m.subject, m.data)
-		batch = append(batch, m)
+		msgs = append(msgs, message{seq: seq, subject: msg.Subject(), data: msg.Data()})
 		if seq == r.last || meta.NumPending == 0 {
-			return flush()
+			return nil
 		}
-		if len(batch) == readBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+		if len(msgs) == readBatch {
+			flush()
 		}
 	}
 }

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -34,50 +32,63 @@ const mergeMargin = time.Minute
 // rebuild lock. Try again when it is done.
 var ErrRebuildRunning = errors.New("a rebuild or a verify is running on this database")
 
-// RebuildOptions says where a rebuild starts. With neither FromSeq nor Since, it is full: the new
-// copy starts empty and takes in the whole stream. With one of them, the copy starts from the
-// live replica and re-applies the stream from that point (repair after a database restore).
+// RebuildOptions says where a rebuild starts and what it reads. With neither FromSeq nor Since,
+// it is full: the new copy starts empty and takes in the whole stream, or with LastPerSubject only
+// the last message of each subject. With FromSeq or Since, the copy starts from the live replica
+// and re-applies the stream from that point (repair after a database restore).
 type RebuildOptions struct {
 	FromSeq uint64    // first stream sequence to re-apply
 	Since   time.Time // re-apply the events stored at or after this time
-	// Progress, when set, is called after every batch written, from the goroutine that called
-	// Rebuild. Blocking in it holds up the rebuild.
+	// LastPerSubject reads only the last message of each subject, so that the cost grows with the
+	// users rather than with the history. Every event carries the user's full state, so the
+	// highest version among a user's last messages is its current state, as long as versions grow
+	// along the stream and the last message of each subject can be applied (docs/operations.md
+	// says when the full read is needed instead). Exclusive with FromSeq and Since.
+	LastPerSubject bool
+	// Progress, when set, is called after every batch of messages taken in, from the goroutine
+	// that called Rebuild. Blocking in it holds up the rebuild.
 	Progress func(Progress)
 }
 
 // Progress is how far a rebuild or a verify has read.
 type Progress struct {
-	Done  uint64 // messages read and written
+	Done  uint64 // messages read and taken in
 	Total uint64 // messages to read, as far as known (0 until the first one arrives)
 }
 
 // RebuildResult is what a rebuild did.
 type RebuildResult struct {
-	Full    bool   // whether the copy started empty
-	LastSeq uint64 // the stream sequence the rebuild read up to
-	Read    uint64 // messages read from the stream
-	Applied uint64 // events that changed the copy (as applying them one by one would have)
-	Skipped uint64 // events not newer than the copy, plus Invalid ones
-	Invalid uint64 // messages that cannot be decoded or are invalid (dead letters' business)
-	Merged  uint64 // rows the consumer changed while the rebuild ran, taken into the copy at the swap
-	Elapsed time.Duration
+	Full           bool   // whether the copy started empty
+	LastPerSubject bool   // whether it read only the last message of each subject
+	LastSeq        uint64 // the stream sequence the rebuild read up to
+	Read           uint64 // messages read from the stream
+	Applied        uint64 // events that changed the copy (as applying them one by one would have)
+	Skipped        uint64 // events not newer than the copy, plus Invalid ones
+	Invalid        uint64 // messages that cannot be decoded, are invalid, or that the database refuses (dead letters' business)
+	Merged         uint64 // rows the consumer changed while the rebuild ran, taken into the copy at the swap
+	Elapsed        time.Duration
 }
 
 // Rebuild builds a new copy of the replica from the stream and swaps it in, in one transaction,
 // while the service keeps serving and its consumer keeps applying.
 //
-// It reads the stream up to its last sequence at the start with an ordered consumer, applies the
-// events to the copy in batches with the version gate, then, holding an EXCLUSIVE lock on the live
+// It reads the stream up to its last sequence at the start with an ordered consumer, keeps in
+// memory the newest state of each user read (applying events with the version gate keeps nothing
+// else), writes those rows to the copy with COPY, then, holding an EXCLUSIVE lock on the live
 // table (reads go on, the consumer's writes wait), merges into the copy what the consumer applied
-// meanwhile and renames the copy into place. When ctx is done before the swap, the copy is dropped,
-// the live replica is untouched and ctx's error is returned. Only one rebuild runs at a time per
-// database, and not while a verify reads the replica: ErrRebuildRunning.
+// meanwhile and renames the copy into place. When ctx is done before the swap, the copy is
+// dropped, the live replica is untouched and ctx's error is returned. Only one rebuild runs at a
+// time per database, and not while a verify reads the replica: ErrRebuildRunning.
 func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, opts RebuildOptions) (RebuildResult, error) {
 	start := time.Now()
-	if opts.FromSeq > 0 && !opts.Since.IsZero() {
+	partial := opts.FromSeq > 0 || !opts.Since.IsZero()
+	switch {
+	case opts.FromSeq > 0 && !opts.Since.IsZero():
 		return RebuildResult{}, errors.New("rebuild: FromSeq and Since are exclusive")
+	case opts.LastPerSubject && partial:
+		return RebuildResult{}, errors.New("rebuild: LastPerSubject reads the current state, from no sequence or time")
 	}
-	res := RebuildResult{Full: opts.FromSeq == 0 && opts.Since.IsZero()}
+	res := RebuildResult{Full: !partial, LastPerSubject: opts.LastPerSubject}
 
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
@@ -112,7 +123,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, op
 	}
 	res.LastSeq = info.State.LastSeq
 
-	copiedAt, err := createShadow(ctx, conn, !res.Full)
+	copiedAt, err := createShadow(ctx, conn, partial)
 	if err != nil {
 		return res, err
 	}
@@ -127,11 +138,20 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, op
 		_, _ = conn.Exec(cctx, `DROP TABLE IF EXISTS `+shadowTable)
 	}()
 
-	r := streamRange{fromSeq: opts.FromSeq, fromTime: opts.Since, last: res.LastSeq}
-	if res.Full {
-		r.fromSeq = 0
+	r := streamRange{last: res.LastSeq, lastPerSubject: opts.LastPerSubject}
+	if partial {
+		r.fromSeq, r.fromTime = opts.FromSeq, opts.Since
 	}
-	if err := fill(ctx, conn, stream, r, opts.Progress, &res); err != nil {
+	c, err := newShadowCopy(ctx, conn, stream, r, partial)
+	if err != nil {
+		return res, err
+	}
+	total := func(first uint64) uint64 { return r.last - first + 1 }
+	if r.lastPerSubject {
+		// One message per subject that the stream held at the start.
+		total = func(uint64) uint64 { return info.State.NumSubjects }
+	}
+	if err := c.fill(ctx, total, opts.Progress, &res); err != nil {
 		return res, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -187,113 +207,6 @@ func createShadow(ctx context.Context, conn *pgx.Conn, copyLive bool) (time.Time
 	return at, err
 }
 
-// fill reads r from the stream and applies it to shadowTable. Reading and decoding run in a
-// goroutine of their own while the batches are written, so that both go at once.
-func fill(ctx context.Context, conn *pgx.Conn, s jetstream.Stream, r streamRange, progress func(Progress), res *RebuildResult) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	batches := make(chan []message, 2)
-	var total uint64
-	var mu sync.Mutex // guards total, set by the reader
-	var readErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(batches)
-		readErr = readStream(ctx, s, r, func(seq uint64) {
-			mu.Lock()
-			defer mu.Unlock()
-			total = r.last - seq + 1
-		}, func(b []message) error {
-			select {
-			case batches <- b:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	})
-	var writeErr error
-	for b := range batches {
-		if writeErr != nil {
-			continue // drain, so that the reader is not left blocked
-		}
-		if writeErr = writeBatch(ctx, conn, b, res); writeErr != nil {
-			cancel()
-			continue
-		}
-		if progress != nil {
-			mu.Lock()
-			p := Progress{Done: res.Read, Total: max(total, res.Read)}
-			mu.Unlock()
-			progress(p)
-		}
-	}
-	wg.Wait()
-	if writeErr != nil {
-		return writeErr
-	}
-	return readErr
-}
-
-// writeBatch applies one batch to shadowTable in one transaction: COPY into the temporary table,
-// then one gated upsert of the newest state per user. Counting applied events the way one by one
-// application would (newer than the row and than the user's earlier events in the batch) reads
-// the copy as it was before the upsert, which a data-modifying WITH guarantees; the row is read
-// by a correlated subquery, an index lookup whatever the copy's (stale) statistics say.
-func writeBatch(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildResult) error {
-	const upsert = `WITH batch AS (
-		SELECT id, version, max(version) OVER (PARTITION BY id ORDER BY seq
-			ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier
-		FROM ` + batchTable + `),
-	newest AS (
-		SELECT DISTINCT ON (id) seq, id, email, display_name, roles, status, version
-		FROM ` + batchTable + ` ORDER BY id, version DESC, seq),
-	upserted AS (
-		INSERT INTO ` + shadowTable + ` AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
-		SELECT id, email, display_name, roles, status, version, seq, now() FROM newest
-		` + newerVersionWins + `
-		RETURNING 1)
-	SELECT count(*) FROM batch b
-	WHERE (b.earlier IS NULL OR b.version > b.earlier)
-		AND b.version > coalesce((SELECT r.version FROM ` + shadowTable + ` r WHERE r.id = b.id), 0)`
-
-	rows := make([][]any, 0, len(b))
-	for _, m := range b {
-		if m.reason != "" {
-			continue
-		}
-		u := m.event.User
-		// pgtype.UUID is copied as 16 bytes; uuid.UUID would go through its text form.
-		rows = append(rows, []any{int64(m.seq), pgtype.UUID{Bytes: u.ID, Valid: true}, u.Email, u.DisplayName, u.Roles, u.Status, u.Version})
-	}
-	var applied int64
-	if len(rows) > 0 {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			cols := []string{"seq", "id", "email", "display_name", "roles", "status", "version"}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{batchTable}, cols, pgx.CopyFromRows(rows)); err != nil {
-				return fmt.Errorf("copy batch: %w", err)
-			}
-			if err := tx.QueryRow(ctx, upsert).Scan(&applied); err != nil {
-				return fmt.Errorf("apply batch: %w", err)
-			}
-			return nil
-		})
-		if err != nil && !transient(err) {
-			// An event the database refuses (a NUL in a string, a constraint): find it.
-			return writeOneByOne(ctx, conn, b, res)
-		}
-		if err != nil {
-			return fmt.Errorf("rebuild: seq %d-%d: %w", b[0].seq, b[len(b)-1].seq, err)
-		}
-	}
-	invalid := uint64(len(b) - len(rows))
-	res.Read += uint64(len(b))
-	res.Invalid += invalid
-	res.Applied += uint64(applied)
-	res.Skipped += uint64(len(rows)) - uint64(applied) + invalid
-	return nil
-}
-
 // swap puts shadowTable in the place of usersTable in one transaction and returns how many live rows
 // it merged. Under an EXCLUSIVE lock on usersTable, which lets reads go on and makes the consumer's
 // writes wait, it merges into the copy, with the version gate, the live rows the consumer set
@@ -344,35 +257,4 @@ func swap(ctx context.Context, conn *pgx.Conn, last uint64, full bool, copiedAt 
 		return nil
 	})
 	return merged, err
-}
-
-// writeOneByOne applies the events of b to shadowTable one transaction each, counting the ones the
-// database refuses (data exception, constraint) as invalid, as the consumer dead-letters them.
-func writeOneByOne(ctx context.Context, conn *pgx.Conn, b []message, res *RebuildResult) error {
-	for _, m := range b {
-		res.Read++
-		if m.reason != "" {
-			res.Invalid++
-			res.Skipped++
-			continue
-		}
-		var changed bool
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			var err error
-			changed, err = applyTo(ctx, tx, shadowTable, m.seq, m.event)
-			return err
-		})
-		switch {
-		case err != nil && transient(err):
-			return fmt.Errorf("rebuild: %w", err)
-		case err != nil:
-			res.Invalid++
-			res.Skipped++
-		case changed:
-			res.Applied++
-		default:
-			res.Skipped++
-		}
-	}
-	return nil
 }

@@ -41,7 +41,8 @@ func (c *cli) rebuild(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("rebuild", flag.ContinueOnError)
 	fromSeq := fs.Uint64("from-seq", 0, "re-apply the stream from this `sequence` over a copy of the current replica")
 	since := fs.String("since", "", "re-apply the events stored since this `time` (RFC 3339, e.g. 2025-01-02T15:04:05Z) over a copy of the current replica")
-	const synopsis = "rebuild [--from-seq N | --since RFC3339]"
+	lastPerSubject := fs.Bool("last-per-subject", false, "read only the last message of each subject (the current state; cost grows with users, not history); docs/operations.md says when the full read is needed instead")
+	const synopsis = "rebuild [--from-seq N | --since RFC3339 | --last-per-subject]"
 	if code := c.parse(fs, args, synopsis); code >= 0 {
 		return code
 	}
@@ -51,6 +52,8 @@ func (c *cli) rebuild(ctx context.Context, args []string) int {
 	switch {
 	case set["from-seq"] && set["since"]:
 		return c.usageError("rebuild", "--from-seq and --since are exclusive", synopsis)
+	case *lastPerSubject && (set["from-seq"] || set["since"]):
+		return c.usageError("rebuild", "--last-per-subject rebuilds the current state from an empty copy: it takes neither --from-seq nor --since", synopsis)
 	case set["from-seq"] && *fromSeq == 0:
 		return c.usageError("rebuild", "--from-seq must be at least 1", synopsis)
 	case set["since"]:
@@ -61,6 +64,7 @@ func (c *cli) rebuild(ctx context.Context, args []string) int {
 		opts.Since = t
 	}
 	opts.FromSeq = *fromSeq
+	opts.LastPerSubject = *lastPerSubject
 
 	cn, err := c.connect(ctx, true)
 	if err != nil {
@@ -82,6 +86,9 @@ func (c *cli) rebuild(ctx context.Context, args []string) int {
 		return c.fail("rebuild", err)
 	}
 	writeRebuild(c.stdout, opts, res, c.name)
+	if res.LastPerSubject && res.Invalid > 0 {
+		fmt.Fprintf(c.stderr, "%s replica rebuild: warning: %d last messages could not be applied; their users hold the newest state of their other subjects, or are missing: a full rebuild (without --last-per-subject) takes their previous good versions\n", c.name, res.Invalid)
+	}
 	return ExitOK
 }
 

@@ -29,16 +29,23 @@ func writeStatus(w io.Writer, rep replica.StatusReport, durable string) error {
 	return tw.Flush()
 }
 
-// writeRebuild writes what a rebuild with opts did, for the service name.
+// writeRebuild writes what a rebuild with opts did, and which way it read the stream, for the
+// service name.
 func writeRebuild(w io.Writer, opts replica.RebuildOptions, res replica.RebuildResult, name string) {
-	kind := "full"
+	kind, read := "full", fmt.Sprintf("every message of the stream up to sequence %d (the whole history)", res.LastSeq)
 	switch {
+	case res.LastPerSubject:
+		kind = "full, last message per subject"
+		read = fmt.Sprintf("only the last message of each subject up to sequence %d (--last-per-subject), not the history", res.LastSeq)
 	case opts.FromSeq > 0:
 		kind = fmt.Sprintf("from sequence %d", opts.FromSeq)
+		read = fmt.Sprintf("every message from sequence %d up to %d", opts.FromSeq, res.LastSeq)
 	case !opts.Since.IsZero():
 		kind = "since " + opts.Since.Format(time.RFC3339)
+		read = fmt.Sprintf("every message stored since %s, up to sequence %d", opts.Since.Format(time.RFC3339), res.LastSeq)
 	}
 	fmt.Fprintf(w, "rebuilt the replica (%s) up to stream sequence %d and swapped it in\n", kind, res.LastSeq)
+	fmt.Fprintf(w, "read %s\n", read)
 	fmt.Fprintf(w, "events read %d, applied %d, skipped %d (%d invalid)\n", res.Read, res.Applied, res.Skipped, res.Invalid)
 	fmt.Fprintf(w, "rows applied by %s during the rebuild and merged: %d\n", name, res.Merged)
 	fmt.Fprintf(w, "took %s: %.0f events/s\n", res.Elapsed.Round(time.Millisecond), rate(res.Read, res.Elapsed))

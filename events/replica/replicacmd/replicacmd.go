@@ -79,7 +79,8 @@ Operator commands for SVC's user replica (see docs/operations.md).
 commands:
   status [--json]                             stream last sequence, last applied sequence, lag,
                                               users, dead letters
-  rebuild [--from-seq N | --since RFC3339]    build a new copy of the replica from the stream and
+  rebuild [--from-seq N | --since RFC3339 | --last-per-subject]
+                                              build a new copy of the replica from the stream and
                                               swap it in while SVC keeps serving
   verify                                      compare the replica with the stream (exit 1 on differences)
   dead-letters [list [--json] | retry [--seq N]]

@@ -122,6 +122,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"rebuild", "--from-seq", "x"}, replicacmd.ExitUsage, "", "invalid value"},
 		{[]string{"rebuild", "--from-seq", "0"}, replicacmd.ExitUsage, "", "at least 1"},
 		{[]string{"rebuild", "--from-seq", "3", "--since", "2025-01-02T15:04:05Z"}, replicacmd.ExitUsage, "", "exclusive"},
+		{[]string{"rebuild", "--last-per-subject", "--from-seq", "3"}, replicacmd.ExitUsage, "", "neither --from-seq nor --since"},
+		{[]string{"rebuild", "--since", "2025-01-02T15:04:05Z", "--last-per-subject"}, replicacmd.ExitUsage, "", "neither --from-seq nor --since"},
+		{[]string{"rebuild", "--last-per-subject=maybe"}, replicacmd.ExitUsage, "", "invalid boolean value"},
 		{[]string{"dead-letters", "purge"}, replicacmd.ExitUsage, "", `unknown action "purge"`},
 		{[]string{"dead-letters", "retry", "--seq", "-1"}, replicacmd.ExitUsage, "", "invalid value"},
 	}
@@ -214,13 +217,27 @@ func TestCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("rebuild = %d: %s", code, stderr)
 	}
-	for _, want := range []string{"events read 31, applied 30, skipped 1 (1 invalid)", "events/s", "rebuild: 31/31 events"} {
+	for _, want := range []string{"read every message of the stream up to sequence 31 (the whole history)", "events read 31, applied 30, skipped 1 (1 invalid)", "events/s", "rebuild: 31/31 events"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("rebuild output lacks %q:\n%s", want, stdout)
 		}
 	}
 	if code, stdout, _ := run(t, e.vars, "verify"); code != 0 {
 		t.Errorf("verify after rebuild = %d, %q", code, stdout)
+	}
+	// The current state from the last message of each subject (one each here), with a warning
+	// for the last message that cannot be applied.
+	code, stdout, stderr = run(t, e.vars, "rebuild", "--last-per-subject")
+	if code != 0 {
+		t.Fatalf("rebuild --last-per-subject = %d: %s", code, stderr)
+	}
+	for _, want := range []string{"(full, last message per subject)", "read only the last message of each subject up to sequence 31", "events read 31, applied 30, skipped 1 (1 invalid)"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("rebuild --last-per-subject output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if !strings.Contains(stderr, "warning: 1 last messages could not be applied") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("rebuild --last-per-subject stderr = %q, want one line warning of the message that cannot be applied", stderr)
 	}
 	if code, stdout, stderr := run(t, e.vars, "rebuild", "--from-seq", "10"); code != 0 || !strings.Contains(stdout, "from sequence 10") {
 		t.Errorf("rebuild --from-seq = %d, %q, %q", code, stdout, stderr)
