@@ -647,8 +647,8 @@ func waitLeader(b *testing.B, js jetstream.JetStream, not string) string {
 	return leader
 }
 
-// A cluster is three NATS nodes with JetStream, configured by auth.conf as natstest's servers
-// are. Each node is a process of its own (this test binary, see TestMain), so that killing the
+// A cluster is three NATS nodes with JetStream, configured by deploy/nats/auth.conf as natstest's
+// servers are. Each node is a process of its own (this test binary, see TestMain), so that killing the
 // stream's leader is a crash: an embedded server's Shutdown hands its leaderships over first,
 // which a dying node does not.
 type cluster struct {

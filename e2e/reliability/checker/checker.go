@@ -1,4 +1,5 @@
-// Package checker computes the figures of a reliability run (shared/RELIABILITY.md §0) from its
+// Package checker computes the figures of a reliability run (lost, lost-middle, unknown,
+// dup-in-stream, applied-twice, unexpected, divergence; docs/reliability.md defines them) from its
 // history, in the manner of Jepsen's set-based queue checker: what the clients attempted and what
 // they were told, set against what the stream holds and what account and each replica hold after
 // quiescence. It judges histories and nothing else, so its tests can feed it every kind of
@@ -98,7 +99,7 @@ type History struct {
 	Applied map[string]int
 }
 
-// Figures are the figures of shared/RELIABILITY.md §0 that a history gives.
+// Figures are the figures a history gives.
 type Figures struct {
 	Attempts int // attempts that make events
 	Acked    int
