@@ -25,9 +25,11 @@ type scale struct {
 	warmup        time.Duration
 }
 
+// scaleOf is the scale of this run. A user has one change in flight at a time, so at full scale
+// there are enough users for the rate to hold while a change takes up to 0.75 s.
 func scaleOf() scale {
 	if benchfig.Full() {
-		return scale{users: 60, probed: 6, runs: 5, perRun: 600, rate: 200, clients: 16, warmup: time.Second}
+		return scale{users: 150, probed: 10, runs: 5, perRun: 600, rate: 200, clients: 16, warmup: time.Second}
 	}
 	return scale{users: 6, probed: 3, runs: 1, perRun: 10, rate: 200, clients: 4, warmup: 200 * time.Millisecond}
 }
