@@ -13,13 +13,21 @@ import (
 	"github.com/authmesh/events/internal/retry"
 	"github.com/authmesh/events/pg"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 const (
+	// batchSize caps the events applied in one transaction, and so the events the server sends
+	// this instance ahead of their acks.
 	batchSize = 256
-	// fetchWait bounds a fetch that waits for the next event, and so the delay of a stop.
-	fetchWait = time.Second
+	// pullExpiry is the life of a pull request. The server sends heartbeats every half of it, so a
+	// pull request it lost (a restart, a failover) is noticed and made again within that time.
+	pullExpiry = 5 * time.Second
+	// stopWait bounds how long a stop waits for the events already sent to this instance, which it
+	// applies before returning.
+	stopWait = 2 * time.Second
 	// batchTimeout bounds the apply, commit and acks of one batch, even after ctx is done. It is
 	// below bus.AckWait, so a batch is settled before the server would redeliver it.
 	batchTimeout = 20 * time.Second
@@ -29,8 +37,8 @@ const (
 	maxReasonLen = 200
 )
 
-// item is one fetched message, decoded. A non-empty reason means it cannot be applied and goes to
-// dead letters.
+// item is one delivered message, decoded. A non-empty reason means it cannot be applied and goes
+// to dead letters.
 type item struct {
 	msg       jetstream.Msg
 	seq       uint64
@@ -39,62 +47,128 @@ type item struct {
 	reason    string
 }
 
-// consume fetches and applies batches until ctx is done.
+// consume applies events until ctx is done. When following the consumer fails (it was deleted,
+// NATS stopped answering for it), it declares the consumer again and follows it anew, after a
+// delay.
 func (r *Replica) consume(ctx context.Context) {
+	db := &applyConn{pool: r.cfg.Pool}
+	defer db.close()
 	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
-	for ctx.Err() == nil {
-		start := time.Now()
-		msgs, err := r.fetch()
-		ok := true
-		if len(msgs) > 0 {
-			// Whatever was fetched is handled, even after ctx is done: the batch in hand.
-			ok = r.handle(ctx, msgs)
+	for {
+		err := r.follow(ctx, db, &bo)
+		if ctx.Err() != nil {
+			return
 		}
-		if err != nil {
-			r.cfg.Log.Warn("fetch events", "durable", r.cfg.Durable, "err", err)
-			ok = false
-			r.reensure(ctx)
-		}
-		if len(msgs) == 0 && err == nil && time.Since(start) < fetchWait/2 {
-			// A fetch that should have waited came back at once: do not spin.
-			ok = false
-		}
-		if ok {
-			bo.Reset()
-			continue
-		}
+		r.cfg.Log.Warn("follow events", "durable", r.cfg.Durable, "err", err)
 		if !retry.Sleep(ctx, bo.Next()) {
+			return
+		}
+		r.reensure(ctx)
+	}
+}
+
+// follow keeps a pull request open on the consumer, so the server sends each event as soon as it
+// is stored, without a round trip of ours, and applies the events as they arrive: the first one
+// at once, in a batch with whatever else has arrived by then, while the next batch arrives. A
+// backlog is thus applied a full batch at a time, and a lone event with no wait. After a batch that
+// failed (and was nak'd), it waits bo's next delay. When ctx is done it stops the pull, applies
+// the events already sent to it and returns nil; it returns an error when the pull cannot go on.
+func (r *Replica) follow(ctx context.Context, db *applyConn, bo *retry.Backoff) error {
+	arrived := make(chan jetstream.Msg, batchSize)
+	quit := make(chan struct{})
+	defer close(quit)
+	lost := make(chan error, 1)
+	cc, err := r.cons.Consume(func(m jetstream.Msg) {
+		select {
+		case arrived <- m:
+		case <-quit:
+			// Nobody will apply it here: have it redelivered now rather than after AckWait.
+			_ = m.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(batchSize),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if consumerLost(err) {
+				select {
+				case lost <- err:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	for {
+		select {
+		case m := <-arrived:
+			if r.handle(ctx, db, batch(m, arrived)) {
+				bo.Reset()
+			} else {
+				retry.Sleep(ctx, bo.Next())
+			}
+		case err := <-lost:
+			cc.Stop()
+			r.applyArrived(ctx, db, arrived)
+			return err
+		case <-ctx.Done():
+			r.drain(ctx, db, cc, arrived)
+			return nil
+		}
+	}
+}
+
+// consumerLost reports whether err, reported while following the consumer, means that the pull
+// cannot go on: the consumer is gone, or nothing answers for it. The rest (missed heartbeats,
+// reconnections) the client recovers from by pulling again.
+func consumerLost(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrBadRequest) ||
+		errors.Is(err, jetstream.ErrConnectionClosed)
+}
+
+// batch returns first and the events that have arrived after it, up to batchSize, without
+// waiting for more.
+func batch(first jetstream.Msg, arrived <-chan jetstream.Msg) []jetstream.Msg {
+	msgs := []jetstream.Msg{first}
+	for len(msgs) < batchSize {
+		select {
+		case m := <-arrived:
+			msgs = append(msgs, m)
+		default:
+			return msgs
+		}
+	}
+	return msgs
+}
+
+// drain stops the pull and applies the events already sent to this instance, which the client
+// hands over until it reports the pull closed, waiting at most stopWait for that.
+func (r *Replica) drain(ctx context.Context, db *applyConn, cc jetstream.ConsumeContext, arrived chan jetstream.Msg) {
+	cc.Drain()
+	closed := cc.Closed()
+	timeout := time.NewTimer(stopWait)
+	defer timeout.Stop()
+	for {
+		select {
+		case m := <-arrived:
+			r.handle(ctx, db, batch(m, arrived))
+		case <-closed:
+			r.applyArrived(ctx, db, arrived)
+			return
+		case <-timeout.C:
+			cc.Stop()
+			r.applyArrived(ctx, db, arrived)
 			return
 		}
 	}
 }
 
-// fetch returns the events available now, up to a batch; when there are none it waits up to
-// fetchWait for one, then takes what else is available with it. An event is thus applied as
-// soon as it arrives, and a backlog is applied a full batch at a time.
-func (r *Replica) fetch() ([]jetstream.Msg, error) {
-	msgs, err := collect(r.cons.FetchNoWait(batchSize))
-	if err != nil || len(msgs) > 0 {
-		return msgs, err
+// applyArrived applies the events that have arrived and are not applied yet.
+func (r *Replica) applyArrived(ctx context.Context, db *applyConn, arrived chan jetstream.Msg) {
+	for len(arrived) > 0 {
+		r.handle(ctx, db, batch(<-arrived, arrived))
 	}
-	msgs, err = collect(r.cons.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
-	if err != nil || len(msgs) == 0 {
-		return msgs, err
-	}
-	more, err := collect(r.cons.FetchNoWait(batchSize - 1))
-	return append(msgs, more...), err
-}
-
-// collect reads a whole fetched batch. It returns the messages received even with an error.
-func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
-	if err != nil {
-		return nil, err
-	}
-	var msgs []jetstream.Msg
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	return msgs, b.Error()
 }
 
 // attach declares the durable consumer, waiting as long as it takes for the stream: account
@@ -129,7 +203,7 @@ func (r *Replica) attach(ctx context.Context) bool {
 	}
 }
 
-// reensure declares the consumer again, in case a fetch failed because it was deleted.
+// reensure declares the consumer again, in case following it failed because it was deleted.
 func (r *Replica) reensure(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -142,7 +216,7 @@ func (r *Replica) reensure(ctx context.Context) {
 // the commit. When the batch fails on a transient error, it naks the batch and reports false.
 // When it fails on an error that a message causes (data exception, constraint), it applies the
 // messages one by one and dead-letters the ones that fail, so one message never blocks the rest.
-func (r *Replica) handle(ctx context.Context, msgs []jetstream.Msg) bool {
+func (r *Replica) handle(ctx context.Context, db *applyConn, msgs []jetstream.Msg) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 	defer cancel()
 
@@ -162,7 +236,7 @@ func (r *Replica) handle(ctx context.Context, msgs []jetstream.Msg) bool {
 		return true
 	}
 
-	err := r.commit(ctx, items)
+	err := r.commit(ctx, db, items)
 	if err == nil {
 		r.settle(items)
 		return true
@@ -175,11 +249,11 @@ func (r *Replica) handle(ctx context.Context, msgs []jetstream.Msg) bool {
 	r.cfg.Log.Warn("apply batch, applying its events one by one", "events", len(items), "err", err)
 	for i := range items {
 		one := items[i : i+1]
-		err := r.commit(ctx, one)
+		err := r.commit(ctx, db, one)
 		if err != nil && !transient(err) {
 			one[0].reason = "apply: " + err.Error()
 			r.cfg.Log.Warn("event cannot be applied, dead-lettered", "seq", one[0].seq, "err", err)
-			err = r.commit(ctx, one)
+			err = r.commit(ctx, db, one)
 			if err != nil && !transient(err) {
 				r.cfg.Log.Error("dead letter cannot be recorded, event terminated", "seq", one[0].seq, "err", err)
 				err = nil
@@ -241,12 +315,12 @@ func clean(s string) string {
 }
 
 // commit applies items, records their dead letters and the last applied sequence, in one
-// transaction.
-func (r *Replica) commit(ctx context.Context, items []item) error {
+// transaction on db.
+func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error {
 	start := time.Now()
 	var applied, skipped, dead int
 	var last uint64
-	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		applied, skipped, dead, last = 0, 0, 0, 0
 		for _, it := range items {
 			last = max(last, it.seq)
@@ -278,6 +352,43 @@ func (r *Replica) commit(ctx context.Context, items []item) error {
 	r.m.deadLettered.Add(float64(dead))
 	r.m.lastSeq.Set(float64(last))
 	return nil
+}
+
+// applyConn is the connection the consumer applies events on: its own, taken out of the pool.
+// Under load the service's requests hold every connection of the pool, and an apply queued behind
+// them would leave the replica stale for longer, for the very requests it makes correct. A
+// connection that failed is replaced at the next Begin.
+type applyConn struct {
+	pool *pgxpool.Pool
+	conn *pgx.Conn
+}
+
+// Begin begins a transaction, on a new connection when the last one failed or there is none.
+func (a *applyConn) Begin(ctx context.Context) (pgx.Tx, error) {
+	if a.conn == nil || a.conn.IsClosed() {
+		a.close()
+		pc, err := a.pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		a.conn = pc.Hijack()
+	}
+	tx, err := a.conn.Begin(ctx)
+	if err != nil {
+		a.close() // the next Begin starts afresh rather than judge what failed
+	}
+	return tx, err
+}
+
+// close closes the connection, if any.
+func (a *applyConn) close() {
+	if a.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = a.conn.Close(ctx)
+	a.conn = nil
 }
 
 // settle acks the committed items and terminates the dead-lettered ones. A lost ack only causes a

@@ -283,6 +283,12 @@ func TestRunAppliesBatches(t *testing.T) {
 	start(t, r)
 	eventually(t, "all applied", func() bool { return applied(t, e.pool) == 3*users })
 
+	// Acked after the commit that counted them.
+	eventually(t, "all acked", func() bool {
+		info := consumerInfo(t, e.js, "test")
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == 3*users
+	})
+
 	for id, w := range want {
 		got, err := r.User(context.Background(), id, 3)
 		if err != nil {
@@ -301,10 +307,6 @@ func TestRunAppliesBatches(t *testing.T) {
 	if got := metric(t, reg, "replica_batch_apply_seconds"); got < 1 || got >= 3*users {
 		t.Errorf("batches = %v, want at least 1 and fewer than the %d events", got, 3*users)
 	}
-	eventually(t, "all acked", func() bool {
-		info := consumerInfo(t, e.js, "test")
-		return info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == 3*users
-	})
 }
 
 func TestAckAfterCommit(t *testing.T) {
@@ -418,6 +420,11 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("dead letters (-want +got):\n%s\nall: %+v", diff, dls)
 	}
+	// Settled after the commit that counted them.
+	eventually(t, "poison terminated, nothing pending", func() bool {
+		info := consumerInfo(t, e.js, "test")
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
+	})
 	if got := metric(t, reg, "replica_events_dead_lettered_total"); got != float64(len(want)) {
 		t.Errorf("dead-lettered = %v, want %d", got, len(want))
 	}
@@ -437,10 +444,6 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	if _, err := r.User(ctx, payloadUser.ID, 1); !errors.Is(err, replica.ErrLagging) {
 		t.Errorf("User(payload user of the mismatch) = %v, want ErrLagging", err)
 	}
-	eventually(t, "poison terminated, nothing pending", func() bool {
-		info := consumerInfo(t, e.js, "test")
-		return info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
-	})
 }
 
 func TestUserWokenByAnotherInstance(t *testing.T) {
