@@ -102,7 +102,7 @@ func (r *Replica) follow(ctx context.Context, db *applyConn, bo *retry.Backoff) 
 	for {
 		select {
 		case m := <-arrived:
-			if r.handle(ctx, db, batch(m, arrived)) {
+			if r.handle(ctx, db, withArrived(m, arrived)) {
 				bo.Reset()
 			} else {
 				retry.Sleep(ctx, bo.Next())
@@ -127,9 +127,9 @@ func consumerLost(err error) bool {
 		errors.Is(err, jetstream.ErrConnectionClosed)
 }
 
-// batch returns first and the events that have arrived after it, up to batchSize, without
+// withArrived returns first and the events that have arrived after it, up to batchSize, without
 // waiting for more.
-func batch(first jetstream.Msg, arrived <-chan jetstream.Msg) []jetstream.Msg {
+func withArrived(first jetstream.Msg, arrived <-chan jetstream.Msg) []jetstream.Msg {
 	msgs := []jetstream.Msg{first}
 	for len(msgs) < batchSize {
 		select {
@@ -152,7 +152,7 @@ func (r *Replica) drain(ctx context.Context, db *applyConn, cc jetstream.Consume
 	for {
 		select {
 		case m := <-arrived:
-			r.handle(ctx, db, batch(m, arrived))
+			r.handle(ctx, db, withArrived(m, arrived))
 		case <-closed:
 			r.applyArrived(ctx, db, arrived)
 			return
@@ -167,7 +167,7 @@ func (r *Replica) drain(ctx context.Context, db *applyConn, cc jetstream.Consume
 // applyArrived applies the events that have arrived and are not applied yet.
 func (r *Replica) applyArrived(ctx context.Context, db *applyConn, arrived chan jetstream.Msg) {
 	for len(arrived) > 0 {
-		r.handle(ctx, db, batch(<-arrived, arrived))
+		r.handle(ctx, db, withArrived(<-arrived, arrived))
 	}
 }
 
@@ -315,40 +315,35 @@ func clean(s string) string {
 }
 
 // commit applies items, records their dead letters and the last applied sequence, in one
-// transaction on db.
+// transaction on db, sent in one round trip.
 func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error {
 	start := time.Now()
-	var applied, skipped, dead int
+	b := &pgx.Batch{}
+	changed := make([]bool, len(items))
+	var dead int
 	var last uint64
-	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		applied, skipped, dead, last = 0, 0, 0, 0
-		for _, it := range items {
-			last = max(last, it.seq)
-			if it.reason != "" {
-				if err := addDeadLetter(ctx, tx, it.deadLetter()); err != nil {
-					return err
-				}
-				dead++
-				continue
-			}
-			changed, err := apply(ctx, tx, it.seq, it.event)
-			if err != nil {
-				return err
-			}
-			if changed {
-				applied++
-			} else {
-				skipped++
-			}
+	for i, it := range items {
+		last = max(last, it.seq)
+		if it.reason != "" {
+			queueDeadLetter(b, it.deadLetter())
+			dead++
+			continue
 		}
-		return setApplied(ctx, tx, last)
-	})
-	if err != nil {
+		queueApply(b, it.seq, it.event, &changed[i])
+	}
+	queueSetApplied(b, last)
+	if err := db.run(ctx, b); err != nil {
 		return err
+	}
+	var applied int
+	for _, c := range changed {
+		if c {
+			applied++
+		}
 	}
 	r.m.batchSeconds.Observe(time.Since(start).Seconds())
 	r.m.applied.Add(float64(applied))
-	r.m.skipped.Add(float64(skipped))
+	r.m.skipped.Add(float64(len(items) - dead - applied))
 	r.m.deadLettered.Add(float64(dead))
 	r.m.lastSeq.Set(float64(last))
 	return nil
@@ -357,27 +352,28 @@ func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error
 // applyConn is the connection the consumer applies events on: its own, taken out of the pool.
 // Under load the service's requests hold every connection of the pool, and an apply queued behind
 // them would leave the replica stale for longer, for the very requests it makes correct. A
-// connection that failed is replaced at the next Begin.
+// connection that failed is replaced at the next run.
 type applyConn struct {
 	pool *pgxpool.Pool
 	conn *pgx.Conn
 }
 
-// Begin begins a transaction, on a new connection when the last one failed or there is none.
-func (a *applyConn) Begin(ctx context.Context) (pgx.Tx, error) {
+// run runs the statements of b in one round trip, as one transaction (the extended protocol's
+// implicit one), on a new connection when the last one failed or there is none.
+func (a *applyConn) run(ctx context.Context, b *pgx.Batch) error {
 	if a.conn == nil || a.conn.IsClosed() {
 		a.close()
 		pc, err := a.pool.Acquire(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.conn = pc.Hijack()
 	}
-	tx, err := a.conn.Begin(ctx)
-	if err != nil {
-		a.close() // the next Begin starts afresh rather than judge what failed
+	err := a.conn.SendBatch(ctx, b).Close()
+	if err != nil && a.conn.IsClosed() {
+		a.close()
 	}
-	return tx, err
+	return err
 }
 
 // close closes the connection, if any.

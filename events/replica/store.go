@@ -52,24 +52,46 @@ func apply(ctx context.Context, q querier, seq uint64, e events.Event) (bool, er
 	return applyTo(ctx, q, usersTable, seq, e)
 }
 
-// applyTo is apply into table, a table shaped like usersTable (the copy a rebuild fills).
-func applyTo(ctx context.Context, q querier, table string, seq uint64, e events.Event) (bool, error) {
-	// The table is named once, so the statement works on any copy of it.
-	const upsert = `WITH changed AS (
+// upsert is the statement of applyTo, with %s for the table: the table is named once, so the
+// statement works on any copy of it.
+const upsert = `WITH changed AS (
 		INSERT INTO %s AS u (id, email, display_name, roles, status, version, stream_seq, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 		` + newerVersionWins + `
 		RETURNING id)
 	SELECT id, pg_notify('` + notifyChannel + `', id::text) FROM changed`
+
+// applyTo is apply into table, a table shaped like usersTable (the copy a rebuild fills).
+func applyTo(ctx context.Context, q querier, table string, seq uint64, e events.Event) (bool, error) {
+	return applied(e, seq, q.QueryRow(ctx, upsertInto(table), upsertArgs(seq, e)...))
+}
+
+// queueApply queues on b the apply of e into usersTable; once b has run, *changed tells whether
+// the row changed, as apply's answer does. It is apply for a batch sent in one round trip.
+func queueApply(b *pgx.Batch, seq uint64, e events.Event, changed *bool) {
+	b.Queue(upsertInto(usersTable), upsertArgs(seq, e)...).QueryRow(func(row pgx.Row) error {
+		var err error
+		*changed, err = applied(e, seq, row)
+		return err
+	})
+}
+
+func upsertInto(table string) string { return fmt.Sprintf(upsert, pgx.Identifier{table}.Sanitize()) }
+
+func upsertArgs(seq uint64, e events.Event) []any {
 	u := e.User
+	return []any{u.ID, u.Email, u.DisplayName, u.Roles, u.Status, u.Version, int64(seq)}
+}
+
+// applied reads the answer of the upsert of e: whether the row changed.
+func applied(e events.Event, seq uint64, row pgx.Row) (bool, error) {
 	var id uuid.UUID
-	err := q.QueryRow(ctx, fmt.Sprintf(upsert, pgx.Identifier{table}.Sanitize()),
-		u.ID, u.Email, u.DisplayName, u.Roles, u.Status, u.Version, int64(seq)).Scan(&id, nil)
+	err := row.Scan(&id, nil)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("apply event %s (seq %d) to user %s: %w", e.ID, seq, u.ID, err)
+		return false, fmt.Errorf("apply event %s (seq %d) to user %s: %w", e.ID, seq, e.User.ID, err)
 	}
 	return true, nil
 }
@@ -84,23 +106,34 @@ type DeadLetter struct {
 	At      time.Time  // when it was recorded (set by addDeadLetter)
 }
 
-// addDeadLetter records d (again, if its sequence is already recorded: the reason is replaced) and
-// wakes the callers of User waiting for its user, who then get ErrStale.
-func addDeadLetter(ctx context.Context, q querier, d DeadLetter) error {
-	const insert = `WITH added AS (
+// addDeadLetterSQL records a dead letter (again, if its sequence is already recorded: the reason
+// is replaced) and wakes the callers of User waiting for its user, who then get ErrStale.
+const addDeadLetterSQL = `WITH added AS (
 		INSERT INTO replica_dead_letters (stream_seq, subject, user_id, data, reason)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (stream_seq) DO UPDATE SET reason = EXCLUDED.reason, created_at = now()
 		RETURNING user_id)
 	SELECT pg_notify('` + notifyChannel + `', user_id::text) FROM added WHERE user_id IS NOT NULL`
+
+// addDeadLetter records d as addDeadLetterSQL says.
+func addDeadLetter(ctx context.Context, q querier, d DeadLetter) error {
+	if _, err := q.Exec(ctx, addDeadLetterSQL, d.args()...); err != nil {
+		return fmt.Errorf("add dead letter seq %d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// queueDeadLetter queues on b what addDeadLetter does.
+func queueDeadLetter(b *pgx.Batch, d DeadLetter) {
+	b.Queue(addDeadLetterSQL, d.args()...).Exec(func(pgconn.CommandTag) error { return nil })
+}
+
+func (d DeadLetter) args() []any {
 	data := d.Data
 	if data == nil {
 		data = []byte{}
 	}
-	if _, err := q.Exec(ctx, insert, int64(d.Seq), d.Subject, d.UserID, data, d.Reason); err != nil {
-		return fmt.Errorf("add dead letter seq %d: %w", d.Seq, err)
-	}
-	return nil
+	return []any{int64(d.Seq), d.Subject, d.UserID, data, d.Reason}
 }
 
 // DeadLetters lists the dead letters in stream order.
@@ -124,14 +157,20 @@ func DeadLetters(ctx context.Context, pool *pgxpool.Pool) ([]DeadLetter, error) 
 	return dls, nil
 }
 
-// setApplied records seq as applied: the replica's last applied sequence becomes the highest of
-// seq and what it was.
+// setAppliedSQL makes the replica's last applied sequence the highest of $1 and what it was.
+const setAppliedSQL = `UPDATE replica_state SET last_seq = GREATEST(last_seq, $1), updated_at = now()`
+
+// setApplied records seq as applied.
 func setApplied(ctx context.Context, q querier, seq uint64) error {
-	const update = `UPDATE replica_state SET last_seq = GREATEST(last_seq, $1), updated_at = now()`
-	if _, err := q.Exec(ctx, update, int64(seq)); err != nil {
+	if _, err := q.Exec(ctx, setAppliedSQL, int64(seq)); err != nil {
 		return fmt.Errorf("set applied seq %d: %w", seq, err)
 	}
 	return nil
+}
+
+// queueSetApplied queues on b what setApplied does.
+func queueSetApplied(b *pgx.Batch, seq uint64) {
+	b.Queue(setAppliedSQL, int64(seq))
 }
 
 // appliedSeq returns the replica's last applied stream sequence (0 before the first).
