@@ -54,7 +54,7 @@ e2e:
 
 # The packages that hold report benchmarks (BenchmarkReport*: each measures at the scale that
 # BENCH_SCALE names and saves its section of docs/performance.md into BENCH_OUT; events/benchfig).
-BENCH_PKGS ?= ./events/outbox ./events/replica ./e2e/bench/authcost ./e2e/bench/httpload
+BENCH_PKGS ?= ./e2e/bench/authcost ./e2e/bench/httpload ./e2e/bench/propagation ./events/replica ./events/outbox
 # One package at a time (-p 1), so that no benchmark measures while another loads the machine.
 BENCH_RUN := $(GO) test -p 1 -count=1 -run '^$$' -bench Report -benchtime 1x
 
