@@ -12,6 +12,7 @@ import (
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/internal/retry"
 	"github.com/authmesh/events/pg"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -315,7 +316,8 @@ func clean(s string) string {
 }
 
 // commit applies items, records their dead letters and the last applied sequence, in one
-// transaction on db, sent in one round trip.
+// transaction on db, sent in one round trip. While it commits, the users of the batch are kept out
+// of this instance's view (view.hold).
 func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error {
 	start := time.Now()
 	b := &pgx.Batch{}
@@ -332,7 +334,11 @@ func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error
 		queueApply(b, it.seq, it.event, &changed[i])
 	}
 	queueSetApplied(b, last)
-	if err := db.run(ctx, b); err != nil {
+	users := batchUsers(items)
+	r.view.hold(users)
+	err := db.run(ctx, b)
+	r.view.release(users)
+	if err != nil {
 		return err
 	}
 	var applied int
@@ -347,6 +353,20 @@ func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error
 	r.m.deadLettered.Add(float64(dead))
 	r.m.lastSeq.Set(float64(last))
 	return nil
+}
+
+// batchUsers returns the users that items change or make stale: those of their events, and those
+// their subjects name.
+func batchUsers(items []item) []uuid.UUID {
+	ids := make([]uuid.UUID, 0, len(items))
+	for _, it := range items {
+		if it.reason == "" {
+			ids = append(ids, it.event.User.ID)
+		} else if id, ok := events.SubjectUser(it.msg.Subject()); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // applyConn is the connection the consumer applies events on: its own, taken out of the pool.

@@ -16,9 +16,10 @@
 // User answers from an in-memory view of the users it looked up recently (view.go), so an
 // authorized request costs no query. The same notifications keep the view current: each one drops
 // the users it names, in every instance, and the view is used only while its listener is
-// connected, emptied whenever that connection is lost or taken again. An instance thus stops
-// honouring a revoked role when the change's NOTIFY reaches it, a fraction of a millisecond after
-// the commit that any instance made.
+// connected, emptied whenever that connection is lost or taken again. The instance that applies
+// a batch keeps its users out of its own view while the batch commits, so it answers exactly as
+// Postgres would; another instance stops honouring a revoked role when the change's NOTIFY
+// reaches it, a fraction of a millisecond after the commit (more on a saturated machine).
 package replica
 
 import (

@@ -32,6 +32,9 @@ type view struct {
 	// mu orders stores after the drops they must not undo.
 	mu    sync.Mutex
 	epoch atomic.Uint64
+	// held are the users of a batch this instance is committing, with the number of batches
+	// holding each: none of them is stored until the commit has returned (see hold).
+	held map[uuid.UUID]int
 }
 
 // newView returns a view of at most size users; nil when size < 1 (no view: every lookup reads
@@ -72,7 +75,7 @@ func (v *view) store(epoch uint64, u events.User) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.enabled.Load() || v.epoch.Load() != epoch {
+	if !v.enabled.Load() || v.epoch.Load() != epoch || v.held[u.ID] > 0 {
 		return
 	}
 	if old, ok := v.users.Peek(u.ID); ok && old.Version >= u.Version {
@@ -90,6 +93,45 @@ func (v *view) drop(id uuid.UUID) {
 	defer v.mu.Unlock()
 	v.epoch.Add(1)
 	v.users.Remove(id)
+}
+
+// hold forgets the users ids and keeps them out of the view until release: this instance is about
+// to commit changes of theirs. From the moment the commit becomes visible to the moment it
+// returns, a read of Postgres already gives the new state while the view would still give the
+// old one; so while a batch commits, its users are read from Postgres, and this instance never
+// answers from the view what its own commit has already replaced. (Other instances learn of the
+// change from its NOTIFY.)
+func (v *view) hold(ids []uuid.UUID) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.held == nil {
+		v.held = make(map[uuid.UUID]int)
+	}
+	v.epoch.Add(1)
+	for _, id := range ids {
+		v.held[id]++
+		v.users.Remove(id)
+	}
+}
+
+// release ends a hold of ids, once their commit has returned (or failed), and forgets them once
+// more: a read that began during the commit may have read the state before it.
+func (v *view) release(ids []uuid.UUID) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.epoch.Add(1)
+	for _, id := range ids {
+		if v.held[id]--; v.held[id] <= 0 {
+			delete(v.held, id)
+		}
+		v.users.Remove(id)
+	}
 }
 
 // reset forgets every user and enables or disables the view.

@@ -60,6 +60,33 @@ func TestViewRules(t *testing.T) {
 		}
 	})
 
+	t.Run("held while this instance commits", func(t *testing.T) {
+		v := newView(10)
+		v.reset(true)
+		v.store(v.begin(), viewUser(id, 1, events.RoleAdmin))
+		v.hold([]uuid.UUID{id})
+		if _, ok := v.get(id); ok {
+			t.Fatal("a held user is answered from the view")
+		}
+		v.store(v.begin(), viewUser(id, 1, events.RoleAdmin)) // read during the commit
+		v.hold([]uuid.UUID{id})                               // a second batch holds it too
+		v.release([]uuid.UUID{id})
+		v.store(v.begin(), viewUser(id, 1, events.RoleAdmin))
+		if _, ok := v.get(id); ok {
+			t.Fatal("a user still held by a batch was stored")
+		}
+		epoch := v.begin() // a read that began before the last release
+		v.release([]uuid.UUID{id})
+		v.store(epoch, viewUser(id, 1, events.RoleAdmin))
+		if _, ok := v.get(id); ok {
+			t.Fatal("a read from before the release was kept")
+		}
+		v.store(v.begin(), viewUser(id, 2, events.RoleUser))
+		if u, ok := v.get(id); !ok || u.Version != 2 {
+			t.Fatalf("after the release: get = %v, %v; want version 2", u, ok)
+		}
+	})
+
 	t.Run("never an older version over a newer", func(t *testing.T) {
 		v := newView(10)
 		v.reset(true)

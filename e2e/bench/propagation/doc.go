@@ -9,9 +9,8 @@
 // replica's apply transaction sends on the service's database channel replica_users once it
 // commits; on a sample of changes, requests made with the user's old token check that the
 // services' answers agree with it. The time is then split into stages by the timestamps the
-// system leaves behind: the outbox row's created_at and published_at in account's database, the
-// stream's timestamp of the message, and the replica row's updated_at (the start of its apply
-// transaction).
+// system leaves behind: the outbox row's created_at in account's database, the stream's timestamp
+// of the message, and the replica row's updated_at (the start of its apply transaction).
 //
 //	go test -run '^$' -bench Report -benchtime 1x ./e2e/bench/propagation/
 //

@@ -47,10 +47,10 @@ type change struct {
 	probe [services]*probe
 
 	// From account's outbox and the stream, filled in after the runs: the outbox row's
-	// created_at (account's transaction began) and published_at (the relay's transaction
-	// began), and the message's sequence and timestamp in the stream.
-	created, published, stored time.Time
-	seq                        uint64
+	// created_at (account's transaction began), and the message's sequence and timestamp in the
+	// stream.
+	created, stored time.Time
+	seq             uint64
 
 	err error
 }

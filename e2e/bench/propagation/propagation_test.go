@@ -294,8 +294,8 @@ func breakdown(idle, loaded *condition) []benchfig.Figure {
 					label = fmt.Sprintf("%s, %s: %s", svc, c.name, strings.Replace(name, "replica", svc+"'s", 1))
 				}
 				f := benchfig.Of(label+", median", "ms", meds...)
-				if s == stageWake {
-					f.Note = "negative when the relay began before the client had read the answer"
+				if s == stageRelay {
+					f.Note = "the relay wakes on the NOTIFY of account's commit, often before the client has read the answer"
 				}
 				out = append(out, f)
 			}
@@ -383,9 +383,11 @@ func notes(sc scale, idle, loaded *condition) []string {
 	method := fmt.Sprintf("An admin changes the roles of %d users through account's API (PUT /v1/users/{id}/roles, "+
 		"granting or revoking admin) at a steady %d changes/s, one change in flight per user. A change's propagation to "+
 		"a service is the time from the PUT's answer to the NOTIFY that the service's apply transaction sends on "+
-		"replica_users at commit, read by the benchmark on a connection of its own; from then on every request reads "+
-		"the new roles. On every change of %d of the users, requests with the user's old token (shop: list another "+
-		"user's orders; blog, on grants: delete another user's post) check that the services answer accordingly. Under "+
+		"replica_users at commit, read by the benchmark on a connection of its own: from then on the database holds "+
+		"the new roles. The service answers from its in-memory view of the user, which it drops when its own commit "+
+		"returns (and, in every other instance, when the NOTIFY reaches it), so its answers follow a little later; on "+
+		"every change of %d of the users, requests with the user's old token (shop: list another user's orders; blog, "+
+		"on grants: delete another user's post) measure when the service's answers change. Under "+
 		"load, %d clients on each of blog and shop send authorized requests as fast as they are answered, from a "+
 		"process of their own (the benchmark's runs the NATS server); the machine's two cores are then saturated.",
 		sc.users, sc.rate, sc.probed, sc.clients)
@@ -407,16 +409,16 @@ func notes(sc scale, idle, loaded *condition) []string {
 	}
 	out = append(out, fmt.Sprintf("The outbox relay's share, from the PUT's answer to the message stored in the stream: "+
 		"%.2f ms idle, %.2f ms under load (median). It wakes on the NOTIFY of account's commit, usually before the "+
-		"client has read the answer; then, in one transaction, it selects the pending rows, publishes one event at a time "+
-		"and waits for each ack, marks the row, commits, and counts the pending rows before it waits again, so that a "+
-		"change committed meanwhile waits for all of that (the tail of the first stage).",
+		"client has read the answer, and publishes asynchronously, a window of events in flight (never two of one "+
+		"user), marking the rows published after their acks.",
 		median(idle, toStream), median(loaded, toStream)))
 	out = append(out, "The consumer keeps a pull request open on its durable consumer, so the server sends each "+
-		"event as soon as it is stored, and applies the first event that arrives at once, in one transaction with "+
-		"whatever else has arrived by then; it applies on a connection of its own, never queued behind the requests "+
-		"that hold the pool's under load. What is left is the apply transaction's round trips to Postgres (BEGIN, "+
-		"upsert, last sequence, COMMIT and its WAL flush) and the wake-ups between processes: under load each one waits "+
-		"for one of the two saturated cores, which is what bounds the figures under load.")
+		"event as soon as it is stored, and applies the first event that arrives at once, together with whatever else "+
+		"has arrived by then, in one round trip to Postgres (a batch: the upserts, the last sequence and the commit in "+
+		"one implicit transaction) on a connection of its own, never queued behind the requests that hold the pool's "+
+		"under load. What is left is that round trip with its WAL flush, the NOTIFY's way through Postgres, and the "+
+		"wake-ups between processes: under load each one waits for one of the two saturated cores, which the load "+
+		"generator, NATS, Postgres and the three services share; that is what bounds the tail (p99) under load.")
 	return out
 }
 

@@ -15,16 +15,14 @@ import (
 // Stages of a change's way from the PUT's answer to its enforcement on a service. Their sum is
 // the change's propagation to the service.
 const (
-	stageWake    = iota // PUT answered → the relay's transaction began (outbox published_at)
-	stagePublish        // the relay's transaction began → the message stored in the stream
+	stageRelay   = iota // PUT answered → the message stored in the stream (the outbox relay's share)
 	stageDeliver        // stored → the replica's apply transaction began (replica updated_at)
 	stageApply          // the apply transaction began → its NOTIFY read
 	stages
 )
 
 var stageNames = [stages]string{
-	"PUT answered → relay transaction",
-	"relay transaction → stored in the stream",
+	"PUT answered → stored in the stream",
 	"stored → replica transaction",
 	"replica transaction → NOTIFY",
 }
@@ -32,8 +30,7 @@ var stageNames = [stages]string{
 // stage returns how long c spent in each stage on service i.
 func (c *change) stage(i int) [stages]time.Duration {
 	return [stages]time.Duration{
-		stageWake:    c.published.Sub(c.answered),
-		stagePublish: c.stored.Sub(c.published),
+		stageRelay:   c.stored.Sub(c.answered),
 		stageDeliver: c.applied[i].Sub(c.stored),
 		stageApply:   c.notified[i].Sub(c.applied[i]),
 	}
@@ -41,8 +38,8 @@ func (c *change) stage(i int) [stages]time.Duration {
 
 // outboxRow is what account's outbox recorded of an event.
 type outboxRow struct {
-	created, published time.Time
-	seq                uint64
+	created time.Time
+	seq     uint64
 }
 
 // changeKey identifies an event by its user and the version it carries.
@@ -64,7 +61,7 @@ func timestamps(ctx context.Context, accountDB, natsURL string, changes []*chang
 		if !ok {
 			return fmt.Errorf("no published outbox row for version %d of %s", c.version, c.user.id)
 		}
-		c.created, c.published, c.seq = r.created, r.published, r.seq
+		c.created, c.seq = r.created, r.seq
 		first, last = min(first, r.seq), max(last, r.seq)
 	}
 	stored, err := streamTimes(ctx, natsURL, first, last)
@@ -88,8 +85,8 @@ func outboxRows(ctx context.Context, dbURL string) (map[changeKey]outboxRow, err
 		return nil, fmt.Errorf("account database: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	const q = `SELECT (e->'user'->>'id')::uuid, (e->'user'->>'version')::bigint, created_at, published_at, stream_seq
-		FROM (SELECT convert_from(payload, 'UTF8')::jsonb AS e, created_at, published_at, stream_seq
+	const q = `SELECT (e->'user'->>'id')::uuid, (e->'user'->>'version')::bigint, created_at, stream_seq
+		FROM (SELECT convert_from(payload, 'UTF8')::jsonb AS e, created_at, stream_seq
 			FROM outbox WHERE stream_seq IS NOT NULL) AS o`
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
@@ -99,7 +96,7 @@ func outboxRows(ctx context.Context, dbURL string) (map[changeKey]outboxRow, err
 	var k changeKey
 	var r outboxRow
 	var seq int64
-	_, err = pgx.ForEachRow(rows, []any{&k.user, &k.version, &r.created, &r.published, &seq}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&k.user, &k.version, &r.created, &seq}, func() error {
 		r.seq = uint64(seq)
 		out[k] = r
 		return nil
