@@ -81,8 +81,9 @@ type NewUser struct {
 // CreateUser stores an active user at version 1 and its user.created event in one transaction.
 // It returns account.ErrEmailTaken when another user has the email, compared case-insensitively.
 func (s *Store) CreateUser(ctx context.Context, nu NewUser) (account.User, error) {
+	// One clock reading for both times: two calls of clock_timestamp() may differ.
 	const q = `INSERT INTO users (id, email, display_name, password_hash, roles, status, version, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, 'active', 1, clock_timestamp(), clock_timestamp())
+		SELECT $1, $2, $3, $4, $5, 'active', 1, t, t FROM clock_timestamp() AS t
 		RETURNING ` + userColumns
 	id, err := uuid.NewV7()
 	if err != nil {
