@@ -6,10 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/authmesh/shop/internal/postgres"
-	"github.com/authmesh/shop/internal/server"
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/benchauth"
+	"github.com/authmesh/shop/internal/postgres"
+	"github.com/authmesh/shop/internal/server"
 )
 
 // mountBench serves the shop's API twice more, for the baselines of the benchmarks
