@@ -99,6 +99,20 @@ func TestViewTwoInstancesSeeEveryChange(t *testing.T) {
 	}
 }
 
+// viewed returns a running replica whose view holds a new user with roles (the user's first
+// lookup is the view's store).
+func viewed(t *testing.T, roles ...string) (env, *replica.Replica, events.User) {
+	t.Helper()
+	e := newEnv(t)
+	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js})
+	start(t, r)
+	eventually(t, "listener up", r.Listening)
+	u := authtest.NewUser(roles...)
+	authtest.PublishUser(t, e.pub, events.UserCreated, u)
+	lookupNow(t, r, u.ID)
+	return e, r, u
+}
+
 // setRole changes a user's row behind the replica's back, without the NOTIFY every change of the
 // replica sends: a change whose notification was lost.
 func setRole(t *testing.T, e env, id uuid.UUID, version int64, roles ...string) {
@@ -124,13 +138,7 @@ func listenerPID(t *testing.T, e env) (pid int32) {
 // listener is back, so a change made meanwhile is seen.
 func TestViewResetWhenListenerDown(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js})
-	start(t, r)
-	eventually(t, "listener up", r.Listening)
-	u := authtest.NewUser(events.RoleAdmin)
-	authtest.PublishUser(t, e.pub, events.UserCreated, u)
-	lookupNow(t, r, u.ID)
+	e, r, u := viewed(t, events.RoleAdmin)
 	if got := lookupNow(t, r, u.ID); !slices.Contains(got.Roles, events.RoleAdmin) {
 		t.Fatalf("roles %v, want admin", got.Roles)
 	}
@@ -155,13 +163,7 @@ func TestViewResetWhenListenerDown(t *testing.T) {
 // A rebuild's swap notifies "*": every user of the view is read again.
 func TestViewResetBySwap(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js})
-	start(t, r)
-	eventually(t, "listener up", r.Listening)
-	u := authtest.NewUser(events.RoleAdmin)
-	authtest.PublishUser(t, e.pub, events.UserCreated, u)
-	lookupNow(t, r, u.ID)
+	e, r, u := viewed(t, events.RoleAdmin)
 
 	setRole(t, e, u.ID, 2, events.RoleUser)
 	if _, err := e.pool.Exec(context.Background(), `SELECT pg_notify('replica_users', '*')`); err != nil {
@@ -175,13 +177,7 @@ func TestViewResetBySwap(t *testing.T) {
 // A user whose event is dead-lettered is stale at once, even when the view holds them.
 func TestViewDropsDeadLetteredUser(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js})
-	start(t, r)
-	eventually(t, "listener up", r.Listening)
-	u := authtest.NewUser()
-	authtest.PublishUser(t, e.pub, events.UserCreated, u)
-	lookupNow(t, r, u.ID)
+	e, r, u := viewed(t)
 	lookupNow(t, r, u.ID)
 
 	publishRaw(t, e.pub, fmt.Sprintf("users.role_changed.%s", u.ID), []byte("{not json"))
