@@ -21,14 +21,18 @@ type database struct {
 	name, url string
 }
 
-// createDatabase creates an empty database with a unique name on the test server
-// (pgtest.ServerURL: TEST_DATABASE_URL or the local server).
-func createDatabase(ctx context.Context) (database, error) {
+// createDatabase creates an empty database with a unique name on the server whose URL is
+// server, or the test server (pgtest.ServerURL: TEST_DATABASE_URL or the local server) when it is
+// empty.
+func createDatabase(ctx context.Context, server string) (database, error) {
+	if server == "" {
+		server = pgtest.ServerURL()
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, pgtest.ServerURL())
+	admin, err := pgx.Connect(ctx, server)
 	if err != nil {
-		return database{}, fmt.Errorf("%w at %s (set TEST_DATABASE_URL): %w", ErrNoPostgres, pgtest.ServerURL(), err)
+		return database{}, fmt.Errorf("%w at %s (set TEST_DATABASE_URL): %w", ErrNoPostgres, server, err)
 	}
 	defer admin.Close(context.Background())
 
@@ -40,7 +44,7 @@ func createDatabase(ctx context.Context) (database, error) {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return database{}, fmt.Errorf("create database %s: %w", name, err)
 	}
-	u, err := url.Parse(pgtest.ServerURL())
+	u, err := url.Parse(server)
 	if err != nil {
 		return database{}, fmt.Errorf("parse TEST_DATABASE_URL: %w", err)
 	}
@@ -49,10 +53,13 @@ func createDatabase(ctx context.Context) (database, error) {
 }
 
 // dropDatabase drops a database made by createDatabase, ending any session still on it.
-func dropDatabase(name string) error {
+func dropDatabase(server, name string) error {
+	if server == "" {
+		server = pgtest.ServerURL()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, pgtest.ServerURL())
+	admin, err := pgx.Connect(ctx, server)
 	if err != nil {
 		return fmt.Errorf("drop database %s: %w", name, err)
 	}

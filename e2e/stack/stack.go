@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,19 @@ type Options struct {
 	Env []string
 	// Stopped leaves the services stopped: the test starts them, in the order it likes.
 	Stopped bool
+	// Broker, when set, is the NATS the services use instead of a private embedded server (the
+	// reliability suite's nats-server processes, which it kills and restarts); Stack.NATS is
+	// then nil.
+	Broker Broker
+	// PostgresURL is the server the services' databases are created on (default: the test server,
+	// pgtest.ServerURL); the reliability suite gives a private server it restarts.
+	PostgresURL string
+}
+
+// Broker is a NATS server or cluster that a stack connects to.
+type Broker interface {
+	// UserURL is NATS_URL with the credentials of user (natstest.Account, Blog, Shop, Ops).
+	UserURL(user string) string
 }
 
 // Stack is the system running as processes. URL, Env and the admin's credentials are fixed for
@@ -62,7 +76,7 @@ type Stack struct {
 	// Env is each service's environment on top of the test process's own: HTTP_ADDR,
 	// DATABASE_URL, NATS_URL, LOG_LEVEL (and account's bootstrap admin and SIGNING_KEY_SECRETS).
 	Env map[string][]string
-	// NATS is the private NATS server the services use.
+	// NATS is the private NATS server the services use, unless Options.Broker gave another.
 	NATS *NATS
 	// AdminEmail and AdminPassword log in as the bootstrap admin.
 	AdminEmail, AdminPassword string
@@ -70,6 +84,12 @@ type Stack struct {
 	bin    string
 	ownBin bool
 	dbs    []string
+	pgURL  string
+
+	// names lists the services and the instances added to them (AddInstance), in start order;
+	// binary names each one's binary.
+	names  []string
+	binary map[string]string
 
 	mu    sync.Mutex
 	procs map[string]*process
@@ -104,7 +124,10 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		bin:           opts.BinDir,
 		procs:         map[string]*process{},
 		logs:          map[string]*buffer{},
+		binary:        map[string]string{},
+		pgURL:         opts.PostgresURL,
 	}
+	var broker Broker
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
@@ -120,15 +143,18 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	if s.NATS, err = startNATS(); err != nil {
-		return nil, err
+	if broker = opts.Broker; broker == nil {
+		if s.NATS, err = startNATS(); err != nil {
+			return nil, err
+		}
+		broker = s.NATS
 	}
 	for _, name := range Services {
 		addr, err := freeAddr()
 		if err != nil {
 			return nil, err
 		}
-		db, err := createDatabase(ctx)
+		db, err := createDatabase(ctx, s.pgURL)
 		if err != nil {
 			return nil, err
 		}
@@ -137,7 +163,7 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		s.Env[name] = []string{
 			"HTTP_ADDR=" + addr,
 			"DATABASE_URL=" + db.url,
-			"NATS_URL=" + s.NATS.UserURL(name), // each service with its own identity
+			"NATS_URL=" + broker.UserURL(name), // each service with its own identity
 			"LOG_LEVEL=" + opts.LogLevel,
 		}
 		if name == "account" {
@@ -147,6 +173,8 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 		s.Env[name] = append(s.Env[name], opts.Env...)
 		s.logs[name] = &buffer{}
+		s.names = append(s.names, name)
+		s.binary[name] = name
 	}
 	if opts.Stopped {
 		return s, nil
@@ -164,12 +192,12 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 // logged a refusal of its NATS permissions is one.
 func (s *Stack) Close() error {
 	var errs []error
-	for i := len(Services) - 1; i >= 0; i-- {
-		if err := s.Stop(Services[i]); err != nil {
+	for i := len(s.names) - 1; i >= 0; i-- {
+		if err := s.Stop(s.names[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range Services {
+	for _, name := range s.names {
 		if strings.Contains(s.Log(name), "Permissions Violation") {
 			errs = append(errs, fmt.Errorf("%s met a refusal of its NATS permissions (deploy/nats/auth.conf); see its log", name))
 		}
@@ -178,7 +206,7 @@ func (s *Stack) Close() error {
 		s.NATS.close()
 	}
 	for _, db := range s.dbs {
-		if err := dropDatabase(db); err != nil {
+		if err := dropDatabase(s.pgURL, db); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -206,7 +234,10 @@ func (s *Stack) Launch(name string) error {
 	if running {
 		return fmt.Errorf("start %s: already running", name)
 	}
-	cmd := exec.Command(filepath.Join(s.bin, name))
+	if s.binary[name] == "" {
+		return fmt.Errorf("start %s: no such service or instance", name)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, s.binary[name]))
 	cmd.Env = append(os.Environ(), s.Env[name]...)
 	cmd.Stdout, cmd.Stderr = s.logs[name], s.logs[name]
 	if err := cmd.Start(); err != nil {
@@ -317,10 +348,61 @@ func (s *Stack) Stop(name string) error {
 	}
 }
 
+// Kill SIGKILLs a running service, as a crash ends it, and waits for the process to go. Killing
+// a service that is not running does nothing.
+func (s *Stack) Kill(name string) {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.procs[name] = nil
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// AddInstance adds a second (third, ...) instance of a service, named name: the same binary and
+// environment (so the same database and durable consumer), on an address of its own. It is not
+// started; Start it. Stop, Kill, Log and URL take its name; Close stops it first.
+func (s *Stack) AddInstance(name, service string) error {
+	if s.binary[service] != service {
+		return fmt.Errorf("add instance %s: no service %s", name, service)
+	}
+	if s.binary[name] != "" {
+		return fmt.Errorf("add instance %s: the name is taken", name)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	env := slices.Clone(s.Env[service])
+	for i, kv := range env {
+		if strings.HasPrefix(kv, "HTTP_ADDR=") {
+			env[i] = "HTTP_ADDR=" + addr
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Env[name], s.URL[name], s.logs[name], s.binary[name] = env, "http://"+addr, &buffer{}, service
+	s.names = append(s.names, name)
+	return nil
+}
+
+// DatabaseURL is the URL of a service's database (an instance shares its service's).
+func (s *Stack) DatabaseURL(name string) string {
+	for _, kv := range s.Env[name] {
+		if v, ok := strings.CutPrefix(kv, "DATABASE_URL="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // Cmd returns the command that runs a service's binary with args (an operator command such as
 // "replica verify") in the service's environment. The caller runs it; ctx kills it.
 func (s *Stack) Cmd(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, name), args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, s.binary[name]), args...)
 	cmd.Env = append(os.Environ(), s.Env[name]...)
 	return cmd
 }
@@ -336,7 +418,7 @@ func (s *Stack) Log(name string) string {
 // Logs returns the last n lines of every service's log, for a failed test's report.
 func (s *Stack) Logs(n int) string {
 	var b strings.Builder
-	for _, name := range Services {
+	for _, name := range s.names {
 		fmt.Fprintf(&b, "--- %s log (last %d lines)\n%s\n", name, n, tail(s.Log(name), n))
 	}
 	return b.String()

@@ -75,6 +75,9 @@ func (s State) String() string {
 	return fmt.Sprintf("v%d %s [%s]", s.Version, s.Status, strings.Join(s.Roles, ","))
 }
 
+// Equal reports whether two states are the same (roles in any order).
+func Equal(a, b State) bool { return a.equal(b) }
+
 func (s State) equal(o State) bool {
 	return s.Version == o.Version && s.Status == o.Status && slices.Equal(sorted(s.Roles), sorted(o.Roles))
 }
@@ -87,6 +90,9 @@ func sorted(s []string) []string {
 
 // History is everything a run observed.
 type History struct {
+	// Initial are the users that existed before the run (the bootstrap admin), at their version
+	// then: their changes up to it are in the stream without any attempt.
+	Initial  map[uuid.UUID]int64
 	Attempts []Attempt
 	// Stream is the whole stream, read from sequence 1.
 	Stream []Event
@@ -97,6 +103,16 @@ type History struct {
 	// Applied is, per replica, how many events changed its rows during the run (the sum of
 	// replica_events_applied_total over its instances); absent when not measured.
 	Applied map[string]int
+	// AppliedLog is, per replica, every committed change of its rows during the run, in order
+	// (the rig's audit trigger records them, whichever instance made them); absent when not
+	// recorded. A change that appears twice was applied twice.
+	AppliedLog map[string][]Change
+}
+
+// Change identifies a change of a user: the version it produced.
+type Change struct {
+	User    uuid.UUID
+	Version int64
 }
 
 // Figures are the figures a history gives.
@@ -186,6 +202,11 @@ func Check(h History) (Figures, error) {
 
 	// The attempts: acked changes must be in the stream; the others may explain what else is.
 	claimed := map[key]bool{}
+	for id, v := range h.Initial {
+		for n := int64(1); n <= v; n++ {
+			claimed[key{id, n}] = true
+		}
+	}
 	unknownChanges := map[uuid.UUID]int{} // user → changes of unknown outcome
 	var unknownRegistrations []string
 	for i, a := range h.Attempts {
@@ -281,6 +302,14 @@ func Check(h History) (Figures, error) {
 				f.Divergence[name]++
 				problem("divergence", "%s: user %s is unknown to account", name, id)
 			}
+		}
+		seen := map[Change]bool{}
+		for _, c := range h.AppliedLog[name] {
+			if seen[c] {
+				f.AppliedTwice[name]++
+				problem("applied-twice", "%s applied user %s version %d more than once", name, c.User, c.Version)
+			}
+			seen[c] = true
 		}
 		if applied, ok := h.Applied[name]; ok && applied > len(inStream) {
 			f.AppliedTwice[name] = applied - len(inStream)

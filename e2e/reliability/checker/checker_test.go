@@ -222,6 +222,33 @@ func TestAppliedTwice(t *testing.T) {
 	want(t, f, false, f.AppliedTwice["shop"], 0, "applied-twice shop")
 }
 
+// The audit log of a replica names one change twice: it was applied twice; a log of distinct
+// changes is no failure.
+func TestAppliedTwiceInLog(t *testing.T) {
+	r, users := base(t)
+	one := Change{User: users[0].ID, Version: 1}
+	two := Change{User: users[0].ID, Version: 2}
+	r.h.AppliedLog = map[string][]Change{"blog": {one, two, one}, "shop": {one, two}}
+	f := r.check()
+	want(t, f, false, f.AppliedTwice["blog"], 1, "applied-twice blog")
+	want(t, f, false, f.AppliedTwice["shop"], 0, "applied-twice shop")
+}
+
+// A user that existed before the run (the bootstrap admin) is no phantom up to its version then;
+// a later change of it that no attempt made is.
+func TestInitialUsers(t *testing.T) {
+	r, _ := base(t)
+	admin := uuid.New()
+	r.h.Stream = append(r.h.Stream,
+		Event{Seq: 100, Event: events.Event{ID: uuid.New(), Type: events.UserCreated, User: events.User{ID: admin, Email: "admin@example.com", Roles: []string{"admin"}, Status: events.StatusActive, Version: 1}}})
+	f := r.check()
+	want(t, f, false, f.Unexpected, 1, "unexpected (an admin nobody said existed)")
+	r.h.Initial = map[uuid.UUID]int64{admin: 1}
+	if f := r.check(); f.Unexpected != 0 {
+		t.Errorf("unexpected = %d with the admin initial: %v", f.Unexpected, f.Problems)
+	}
+}
+
 func TestMalformedHistory(t *testing.T) {
 	for name, a := range map[string]Attempt{
 		"unknown op":            {Op: "delete", Outcome: Acked},

@@ -1,0 +1,290 @@
+package rig
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/authmesh/e2e/reliability/checker"
+	"github.com/google/uuid"
+)
+
+// requestTimeout bounds every request of a workload; a request that gets no answer within it is
+// of unknown outcome.
+const requestTimeout = 5 * time.Second
+
+// Workload is the clients of a run: registrations, role and status changes by the admin, orders
+// and posts by a few users. It logs every attempt that can make an event and what it was told
+// (for checker.Check), and counts every answer by service and status, so that a check can
+// require that nothing answered 500.
+type Workload struct {
+	sys    *System
+	client *http.Client
+	runID  string
+	seq    atomic.Int64
+
+	mu       sync.Mutex
+	attempts []checker.Attempt
+	users    []uuid.UUID // registered, acked: the ones changes pick from
+	answers  map[string]map[int]int
+	failures map[string]int // requests with no answer, by service
+	bad      []string       // 5xx other than a 503 with Retry-After, and answers that leak internals
+}
+
+// NewWorkload returns a workload of the system's clients.
+func (s *System) NewWorkload() *Workload {
+	return &Workload{
+		sys: s,
+		client: &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
+			MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
+		}},
+		runID:    uuid.NewString()[:8],
+		answers:  map[string]map[int]int{},
+		failures: map[string]int{},
+	}
+}
+
+// Changes makes n changes of users with workers concurrent clients: a quarter registrations, the
+// rest role and status changes of users registered so far (registrations until there are some).
+// It returns when all n were attempted, or ctx ends.
+func (w *Workload) Changes(ctx context.Context, n, workers int) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil && next.Add(1) <= int64(n) {
+				w.Change(ctx)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// Background makes changes with workers clients until stop is called, and returns how many it
+// attempted. Every change is answered or timed out before stop returns.
+func (w *Workload) Background(ctx context.Context, workers int) (stop func() int) {
+	var stopped atomic.Bool
+	var count atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for !stopped.Load() && ctx.Err() == nil {
+				w.Change(ctx)
+				count.Add(1)
+			}
+		})
+	}
+	return func() int {
+		stopped.Store(true)
+		wg.Wait()
+		return int(count.Load())
+	}
+}
+
+// Change makes one change: a registration, or a role or status change of a known user.
+func (w *Workload) Change(ctx context.Context) {
+	w.mu.Lock()
+	known := len(w.users)
+	var user uuid.UUID
+	if known > 0 {
+		user = w.users[rand.IntN(known)]
+	}
+	w.mu.Unlock()
+	switch r := rand.IntN(8); {
+	case known < 10 || r < 2:
+		w.Register(ctx)
+	case r < 5:
+		roles := []string{"user"}
+		if rand.IntN(2) == 0 {
+			roles = append(roles, "moderator")
+		}
+		w.change(ctx, checker.OpRoles, user, "/roles", map[string]any{"roles": roles})
+	default:
+		status := "active"
+		if rand.IntN(2) == 0 {
+			status = "disabled"
+		}
+		w.change(ctx, checker.OpStatus, user, "/status", map[string]any{"status": status})
+	}
+}
+
+// Register registers a new user and returns its id when account acknowledged it.
+func (w *Workload) Register(ctx context.Context) (uuid.UUID, bool) {
+	email := fmt.Sprintf("rel-%s-%d@example.com", w.runID, w.seq.Add(1))
+	a := checker.Attempt{Op: checker.OpRegister, Email: email}
+	body := map[string]any{"email": email, "password": Password, "display_name": "R " + email[:strings.IndexByte(email, '@')]}
+	a.Outcome, a.User, a.Version = w.send(ctx, "account", http.MethodPost, w.sys.URL["account"]+"/v1/users", "", body)
+	w.log(a)
+	return a.User, a.Outcome == checker.Acked
+}
+
+// change sends a role or status change of user by the admin.
+func (w *Workload) change(ctx context.Context, op checker.Op, user uuid.UUID, path string, body any) {
+	a := checker.Attempt{Op: op, User: user}
+	var got uuid.UUID
+	a.Outcome, got, a.Version = w.send(ctx, "account", http.MethodPut, w.sys.URL["account"]+"/v1/users/"+user.String()+path, w.sys.Admin, body)
+	if a.Outcome == checker.Acked && got != user {
+		w.mu.Lock()
+		w.bad = append(w.bad, fmt.Sprintf("%s of %s answered user %s", op, user, got))
+		w.mu.Unlock()
+	}
+	w.log(a)
+}
+
+func (w *Workload) log(a checker.Attempt) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.attempts = append(w.attempts, a)
+	if a.Op == checker.OpRegister && a.Outcome == checker.Acked {
+		w.users = append(w.users, a.User)
+	}
+}
+
+// Call sends a request that makes no event (an order, a post, a read) to service, as the holder
+// of token, and returns the status (0 when there was no answer). It is counted like the rest.
+func (w *Workload) Call(ctx context.Context, service, method, path, token string, body any) int {
+	status, _ := w.do(ctx, service, method, w.sys.URL[service]+path, token, body)
+	return status
+}
+
+// send sends a change and tells what became of it: acked with the user and version of the answer,
+// failed (4xx: certainly not made), or unknown (no answer, or a 5xx: the change may have been
+// committed before the failure).
+func (w *Workload) send(ctx context.Context, service, method, url, token string, body any) (checker.Outcome, uuid.UUID, int64) {
+	status, answer := w.do(ctx, service, method, url, token, body)
+	switch {
+	case status == http.StatusOK || status == http.StatusCreated:
+		var u struct {
+			ID      uuid.UUID `json:"id"`
+			Version int64     `json:"version"`
+		}
+		if json.Unmarshal(answer, &u) != nil || u.Version < 1 {
+			w.mu.Lock()
+			w.bad = append(w.bad, fmt.Sprintf("%s %s: %d with no user: %.200s", method, url, status, answer))
+			w.mu.Unlock()
+			return checker.Unknown, uuid.Nil, 0
+		}
+		return checker.Acked, u.ID, u.Version
+	case status >= 400 && status < 500:
+		return checker.Failed, uuid.Nil, 0
+	default:
+		return checker.Unknown, uuid.Nil, 0
+	}
+}
+
+// do sends one request and counts its answer. A 5xx other than a 503 with Retry-After, or an
+// answer that leaks internals, is recorded as bad.
+func (w *Workload) do(ctx context.Context, service, method, url, token string, body any) (int, []byte) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			panic(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		panic(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		w.mu.Lock()
+		w.failures[service]++
+		w.mu.Unlock()
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.answers[service] == nil {
+		w.answers[service] = map[int]int{}
+	}
+	w.answers[service][resp.StatusCode]++
+	switch {
+	case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "":
+		w.bad = append(w.bad, fmt.Sprintf("%s %s: 503 without Retry-After", method, url))
+	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable:
+		w.bad = append(w.bad, fmt.Sprintf("%s %s: %d %.300s", method, url, resp.StatusCode, answer))
+	case leaks(answer):
+		w.bad = append(w.bad, fmt.Sprintf("%s %s: %d leaks internals: %.300s", method, url, resp.StatusCode, answer))
+	}
+	return resp.StatusCode, answer
+}
+
+// leaks reports whether an answer shows what a client must never see: a stack, SQL, a driver's
+// error.
+func leaks(answer []byte) bool {
+	s := strings.ToLower(string(answer))
+	for _, tell := range []string{"goroutine ", "panic", "sqlstate", "pgx", "pq:", "runtime error", "nats:"} {
+		if strings.Contains(s, tell) {
+			return true
+		}
+	}
+	return false
+}
+
+// Attempts returns the attempts logged so far.
+func (w *Workload) Attempts() []checker.Attempt {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]checker.Attempt(nil), w.attempts...)
+}
+
+// Users returns the users registered (acked) so far.
+func (w *Workload) Users() []uuid.UUID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]uuid.UUID(nil), w.users...)
+}
+
+// Answers returns how many answers service gave, by status, and how many requests got none.
+func (w *Workload) Answers(service string) (byStatus map[int]int, none int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	byStatus = map[int]int{}
+	for k, v := range w.answers[service] {
+		byStatus[k] = v
+	}
+	return byStatus, w.failures[service]
+}
+
+// Bad returns the answers no client may get: a 5xx other than a 503 with Retry-After, or one that
+// leaks internals.
+func (w *Workload) Bad() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.bad...)
+}
+
+// Count returns the number of answers with a status in [lo, hi] over every service.
+func (w *Workload) Count(lo, hi int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.answers {
+		for s, c := range m {
+			if s >= lo && s <= hi {
+				n += c
+			}
+		}
+	}
+	return n
+}
