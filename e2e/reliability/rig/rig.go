@@ -83,7 +83,7 @@ type System struct {
 	t       testing.TB
 	pools   map[string]*pgxpool.Pool
 	initial map[uuid.UUID]int64
-	nc    *nats.Conn
+	nc      *nats.Conn
 }
 
 // New starts a system for one test and stops it when the test ends.
