@@ -8,7 +8,7 @@ GO       ?= go
 # Build flags shared with the Dockerfile: static binaries, no VCS stamping.
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 
-.PHONY: all build run test fmt-check modules-check vet unit bench-smoke e2e bench fuzz compose-check clean
+.PHONY: all build run test fmt-check modules-check vet unit bench-smoke e2e bench reliability fuzz compose-check clean
 
 all: build
 
@@ -69,6 +69,21 @@ bench: build
 # The same benchmarks at smoke scale, writing nothing: seconds each, part of `make test`.
 bench-smoke:
 	BENCH_SCALE= BENCH_OUT= $(BENCH_RUN) -timeout 5m $(BENCH_PKGS)
+
+# The reliability suite at full scale: every check of e2e/reliability starts the system as
+# processes on private nats-server processes (one, or three clustered) and fresh databases, loads
+# it, injects its fault (SIGKILLs, outages, cut connections, duplicates, poison), quiesces, and
+# judges the history with e2e/reliability/checker; then docs/reliability.md's table is written from
+# the rows the checks saved, passed or failed (e2e/cmd/relreport). About 15 minutes; `make test`
+# runs the fast checks at smoke scale. The log of the run is kept in tmp/reliability.log.
+reliability:
+	rm -rf tmp/reliability && mkdir -p tmp/reliability
+	@start=$$(date +%s); \
+	( RELIABILITY_SCALE=full RELIABILITY_OUT=$(CURDIR)/tmp/reliability $(GO) test -count=1 -timeout 25m -v ./e2e/reliability/; \
+	  echo $$? > tmp/reliability/rc ) 2>&1 | tee tmp/reliability.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)'; \
+	rc=$$(cat tmp/reliability/rc); \
+	$(GO) run ./e2e/cmd/relreport -in tmp/reliability -doc docs/reliability.md -took $$(( $$(date +%s) - start ))s && \
+	echo "docs/reliability.md written; the suite exited $$rc" && exit $$rc
 
 # Every Go fuzz target (event parsing, token verification, the request decoders) for FUZZTIME each;
 # `make test` runs their seed corpora already. See scripts/fuzz.sh.

@@ -2,6 +2,10 @@ package reliability
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,4 +40,98 @@ func TestBrokerKilled(t *testing.T) {
 	end := time.Now()
 	row.Add("kills", kills)
 	sys.Judge(w, row, end, time.Minute)
+}
+
+// F01: the broker is down for a minute while 1,000 changes happen. Account takes every one (the
+// outbox holds them), blog and shop keep serving, and once the broker is back the backlog drains
+// to the stream and both replicas.
+func TestBrokerDown(t *testing.T) {
+	down := time.Duration(size(3, 60)) * time.Second
+	changes := size(150, 1000)
+	row := newRow(t, "F01", "broker down while changes happen",
+		fmt.Sprintf("the single nats-server stopped for %s while %d registrations, role and status changes are made from 8 clients; reads of blog and shop meanwhile", down, changes),
+		"every change answered by account; blog and shop answer reads; after the restart the outbox drains; lost 0, divergence 0; no 500")
+	sys := newSystem(t, rig.Options{})
+	w := sys.NewWorkload()
+	ctx := context.Background()
+	w.Changes(ctx, 20, 4)
+	nd := sys.Broker.Nodes[0]
+
+	nd.Kill()
+	outage := time.Now()
+	stopReads := reads(ctx, t, w)
+	w.Changes(ctx, changes, 8)
+	answered := time.Since(outage)
+	pending := outboxPending(t, sys)
+	if rest := down - time.Since(outage); rest > 0 {
+		time.Sleep(rest)
+	}
+	reads := stopReads()
+	if err := nd.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if err := rig.Within(2*time.Minute, func() bool { return outboxPending(t, sys) == 0 }); err != nil {
+		t.Errorf("outbox not drained within 2 minutes of the broker's return: %d pending", outboxPending(t, sys))
+	}
+	drain := time.Since(back)
+	row.Add("down", down)
+	row.Add("changes during the outage", changes)
+	row.Add("answered in", answered)
+	row.Add("outbox backlog peak", pending)
+	row.Add("drain after return", drain)
+	row.Add("reads during the outage (200)", reads)
+	if pending < int64(changes)/2 {
+		t.Errorf("outbox backlog %d with the broker down during %d changes: the outage did not hold them", pending, changes)
+	}
+	sys.Judge(w, row, back, time.Minute)
+}
+
+// reads sends public reads to blog and shop from 2 clients until stopped, and returns how many
+// were answered 200; any other answer fails the test.
+func reads(ctx context.Context, t *testing.T, w *rig.Workload) (stop func() int) {
+	var ok atomic.Int64
+	var stopped atomic.Bool
+	var wg sync.WaitGroup
+	for _, path := range []struct{ service, path string }{{"blog", "/v1/posts"}, {"shop", "/v1/products"}} {
+		wg.Go(func() {
+			for !stopped.Load() {
+				if w.Call(ctx, path.service, http.MethodGet, path.path, "", nil) == http.StatusOK {
+					ok.Add(1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	return func() int {
+		stopped.Store(true)
+		wg.Wait()
+		for _, s := range []string{"blog", "shop"} {
+			byStatus, none := w.Answers(s)
+			if byStatus[http.StatusOK] != sum(byStatus) || none > 0 {
+				t.Errorf("%s reads during the outage: %v, %d unanswered; want every one 200", s, byStatus, none)
+			}
+		}
+		return int(ok.Load())
+	}
+}
+
+// outboxPending counts account's events not yet published.
+func outboxPending(t *testing.T, sys *rig.System) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var n int64
+	if err := sys.Pool("account").QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func sum(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

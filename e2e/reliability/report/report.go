@@ -43,7 +43,7 @@ func (r *Row) Add(name string, value any) {
 	if d, ok := value.(time.Duration); ok {
 		value = d.Round(time.Millisecond)
 	}
-	r.Figures = append(r.Figures, Figure{name, fmt.Sprint(value)})
+	r.Figures = append(r.Figures, Figure{Name: name, Value: fmt.Sprint(value)})
 }
 
 // Save writes r as OutVar/<ID>.json when OutVar is set, once the test ends, with Pass set from its

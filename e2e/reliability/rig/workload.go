@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,11 +12,16 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/authmesh/e2e/reliability/checker"
 	"github.com/google/uuid"
 )
+
+// refused is the status do returns for a request whose connection was refused: it never reached
+// the service, so it certainly made no change.
+const refused = -1
 
 // requestTimeout bounds every request of a workload; a request that gets no answer within it is
 // of unknown outcome.
@@ -36,6 +42,7 @@ type Workload struct {
 	users    []uuid.UUID // registered, acked: the ones changes pick from
 	answers  map[string]map[int]int
 	failures map[string]int // requests with no answer, by service
+	refused  map[string]int // requests whose connection was refused (the service was down)
 	bad      []string       // 5xx other than a 503 with Retry-After, and answers that leak internals
 }
 
@@ -49,6 +56,7 @@ func (s *System) NewWorkload() *Workload {
 		runID:    uuid.NewString()[:8],
 		answers:  map[string]map[int]int{},
 		failures: map[string]int{},
+		refused:  map[string]int{},
 	}
 }
 
@@ -149,7 +157,8 @@ func (w *Workload) log(a checker.Attempt) {
 }
 
 // Call sends a request that makes no event (an order, a post, a read) to service, as the holder
-// of token, and returns the status (0 when there was no answer). It is counted like the rest.
+// of token, and returns the status (0 when there was no answer, -1 when the connection was
+// refused). It is counted like the rest.
 func (w *Workload) Call(ctx context.Context, service, method, path, token string, body any) int {
 	status, _ := w.do(ctx, service, method, w.sys.URL[service]+path, token, body)
 	return status
@@ -173,7 +182,7 @@ func (w *Workload) send(ctx context.Context, service, method, url, token string,
 			return checker.Unknown, uuid.Nil, 0
 		}
 		return checker.Acked, u.ID, u.Version
-	case status >= 400 && status < 500:
+	case status >= 400 && status < 500, status == refused:
 		return checker.Failed, uuid.Nil, 0
 	default:
 		return checker.Unknown, uuid.Nil, 0
@@ -206,8 +215,13 @@ func (w *Workload) do(ctx context.Context, service, method, url, token string, b
 	resp, err := w.client.Do(req)
 	if err != nil {
 		w.mu.Lock()
+		defer w.mu.Unlock()
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			w.refused[service]++
+			time.Sleep(20 * time.Millisecond) // as a client backs off from a service that is down
+			return refused, nil
+		}
 		w.failures[service]++
-		w.mu.Unlock()
 		return 0, nil
 	}
 	defer resp.Body.Close()
@@ -255,7 +269,15 @@ func (w *Workload) Users() []uuid.UUID {
 	return append([]uuid.UUID(nil), w.users...)
 }
 
-// Answers returns how many answers service gave, by status, and how many requests got none.
+// Refused returns how many requests to service found it down (connection refused).
+func (w *Workload) Refused(service string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.refused[service]
+}
+
+// Answers returns how many answers service gave, by status, and how many requests got none (a
+// refused connection is not counted here: see Refused).
 func (w *Workload) Answers(service string) (byStatus map[int]int, none int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
