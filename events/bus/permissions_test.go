@@ -114,7 +114,7 @@ var matrix = []struct {
 		_, err = s.Info(ctx)
 		return err
 	}},
-	{"read a message of the stream", readers, func(ctx context.Context, t target) error {
+	{"read a message of the stream", all, func(ctx context.Context, t target) error {
 		s, err := t.js.Stream(ctx, events.StreamName)
 		if err != nil {
 			return err
@@ -122,8 +122,19 @@ var matrix = []struct {
 		_, err = s.GetMsg(ctx, 1)
 		return err
 	}},
-	{"read the stream with an ordered consumer", readers, func(ctx context.Context, t target) error {
+	{"read the stream with an ordered consumer", all, func(ctx context.Context, t target) error {
 		c, err := t.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			return err
+		}
+		_, err = c.Next(jetstream.FetchMaxWait(time.Second))
+		return err
+	}},
+	{"read the last message of each subject with an ordered consumer", all, func(ctx context.Context, t target) error {
+		c, err := t.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{events.StreamSubjects},
+			DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		})
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/migrate"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -55,6 +56,19 @@ func Add(ctx context.Context, tx pgx.Tx, e events.Event) error {
 		return fmt.Errorf("add event %s to outbox: %w", e.ID, err)
 	}
 	return nil
+}
+
+// Has reports whether the outbox holds the event eventID, published or not. Published rows are
+// kept, so every event this database made is found; an event of the stream that is not was made
+// by another history of the database, one that a restore from an older backup undid.
+func Has(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, eventID uuid.UUID) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE event_id = $1)`, eventID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look up event %s in the outbox: %w", eventID, err)
+	}
+	return ok, nil
 }
 
 // Stats is what Status reports.

@@ -375,6 +375,23 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+func TestHas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := add(t, e.pool, 2)
+	start(t, outbox.RelayConfig{Pool: e.pool, JS: e.js})
+	eventually(t, "both published", published(t, e.pool, 2))
+	for _, tt := range []struct {
+		id   uuid.UUID
+		want bool
+	}{{evs[0].ID, true}, {evs[1].ID, true}, {uuid.New(), false}} {
+		got, err := outbox.Has(context.Background(), e.pool, tt.id)
+		if err != nil || got != tt.want {
+			t.Errorf("Has(%s) = %v, %v; want %v (published rows are kept)", tt.id, got, err, tt.want)
+		}
+	}
+}
+
 func TestRepublishRestoresRecreatedStream(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

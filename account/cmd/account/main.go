@@ -7,8 +7,11 @@
 //	account [serve]                          serve the HTTP API (the default)
 //	account keys rotate                      add a new signing key and make it current
 //	account keys reseal                      seal every signing key again with the first secret
-//	account outbox status                    print pending and published outbox counts
+//	account outbox status                    print pending and published outbox counts, and
+//	                                         whether the stream is ahead of the database
 //	account outbox republish [--since TIME]  publish kept events again
+//	account outbox reconcile                 bring the database above the stream after a restore
+//	                                         from an older backup
 //
 // Configuration is read from the environment (see loadConfig).
 package main
@@ -58,9 +61,13 @@ commands:
   keys reseal                        seal every signing key again with the first of
                                      SIGNING_KEY_SECRETS, after a new secret was put first
   outbox status                      print pending and published outbox events and the age of the
-                                     oldest pending one
+                                     oldest pending one, and compare the stream with the database
+                                     (exit 1 when the stream is ahead of it)
   outbox republish [--since RFC3339] publish kept events again with their original Nats-Msg-Id,
                                      for a stream that lost messages or was recreated
+  outbox reconcile                   after a restore from an older backup: give every user the
+                                     stream holds newer versions of a version above them, keeping
+                                     the database's state, and restore the users it lacks, disabled
 
 environment:
   HTTP_ADDR, DATABASE_URL, NATS_URL, LOG_LEVEL, TOKEN_TTL (15m), TOKEN_ISSUER (account),
@@ -81,6 +88,7 @@ var commands = map[string]command{
 	"keys reseal":      resealKeys,
 	"outbox status":    outboxStatus,
 	"outbox republish": outboxRepublish,
+	"outbox reconcile": outboxReconcile,
 }
 
 // lookup finds the command named by the first one or two words of args, and returns it with the

@@ -159,7 +159,7 @@ func keysOf(m map[string]any) []string {
 func TestUnknownCommand(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"frobnicate"}, {"keys"}, {"keys", "burn"}, {"keys", "reseal", "all"}, {"serve", "now"},
-		{"outbox", "republish", "--since", "yesterday"}} {
+		{"outbox", "republish", "--since", "yesterday"}, {"outbox", "reconcile", "all"}, {"outbox", "status", "--json"}} {
 		var stderr bytes.Buffer
 		err := run(t.Context(), args, secretEnv, io.Discard, &stderr)
 		if !errors.Is(err, errUsage) {
@@ -173,7 +173,7 @@ func TestUnknownCommand(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"keys", "rotate", "--help"}, {"keys", "reseal", "--help"}, {"outbox", "status", "-h"}, {"outbox", "republish", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"keys", "rotate", "--help"}, {"keys", "reseal", "--help"}, {"outbox", "status", "-h"}, {"outbox", "republish", "--help"}, {"outbox", "reconcile", "--help"}} {
 		var stdout bytes.Buffer
 		if err := run(t.Context(), args, func(string) string { return "" }, &stdout, io.Discard); err != nil {
 			t.Errorf("run(%q) = %v, want nil", args, err)
@@ -181,7 +181,7 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), "usage: account") {
 			t.Errorf("run(%q) stdout = %q, want the usage", args, stdout.String())
 		}
-		for _, want := range []string{"keys reseal", "SIGNING_KEY_SECRETS"} {
+		for _, want := range []string{"keys reseal", "outbox reconcile", "SIGNING_KEY_SECRETS"} {
 			if !strings.Contains(stdout.String(), want) {
 				t.Errorf("run(%q): the usage does not mention %s", args, want)
 			}

@@ -6,13 +6,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/authmesh/account/internal/password"
 	"github.com/authmesh/account/internal/postgres"
+	"github.com/authmesh/account/internal/restore"
 	"github.com/authmesh/account/internal/token"
+	"github.com/authmesh/events"
+	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/outbox"
 	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/service"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // rotateKeys adds a new signing key, pending, and publishes the new key set at once, so that
@@ -29,7 +36,7 @@ func rotateKeys(ctx context.Context, cfg config, log *slog.Logger, args []string
 		return err
 	}
 	stored := false
-	base, _, keys, err := open(ctx, cfg, log, func(ctx context.Context, _ *postgres.Store, ks *postgres.KeyStore) error {
+	base, _, keys, err := open(ctx, cfg, log, func(ctx context.Context, _ jetstream.JetStream, _ *postgres.Store, ks *postgres.KeyStore) error {
 		if err := ks.AddSigningKey(ctx, k); err != nil {
 			return err
 		}
@@ -74,7 +81,8 @@ func resealKeys(ctx context.Context, cfg config, log *slog.Logger, args []string
 	return nil
 }
 
-// outboxStatus prints the outbox's pending and published counts.
+// outboxStatus prints the outbox's pending and published counts, then compares the whole stream
+// with the database (the last message of each subject) and fails when the stream is ahead.
 func outboxStatus(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if err := noArgs(args); err != nil {
 		return err
@@ -92,7 +100,115 @@ func outboxStatus(ctx context.Context, cfg config, log *slog.Logger, args []stri
 		return err
 	}
 	fmt.Fprintf(stdout, "pending: %d\npublished: %d\noldest pending age: %s\n", st.Pending, st.Published, st.OldestPendingAge)
+
+	nc, js, err := connectNATS(ctx, cfg, log)
+	if err != nil {
+		return fmt.Errorf("stream not compared with the database: %w", err)
+	}
+	defer nc.Close()
+	stream, err := restore.ReadStream(ctx, js, restore.LastPerSubject)
+	if err != nil {
+		return fmt.Errorf("stream not compared with the database: %w", err)
+	}
+	if !stream.Exists {
+		fmt.Fprintf(stdout, "stream: %s does not exist: nothing to compare\n", events.StreamName)
+		return nil
+	}
+	users, err := postgres.New(pool).AllUsers(ctx)
+	if err != nil {
+		return err
+	}
+	c := restore.Compare(stream, users)
+	if c.Behind == 0 {
+		fmt.Fprintf(stdout, "stream: consistent with the database (%d users)\n", c.Users)
+		return nil
+	}
+	fmt.Fprintf(stdout, "stream: ahead of the database: %d users (%d unknown to it); run account outbox reconcile (%s)\n",
+		c.Behind, c.Unknown, restoreRunbook)
+	return fmt.Errorf("the stream %s is ahead of the database: %d users (%d unknown to it); run account outbox reconcile",
+		events.StreamName, c.Behind, c.Unknown)
+}
+
+// restoreRunbook names the section of the runbook on a database restored from a backup.
+const restoreRunbook = `docs/operations.md, "account's database restored from a backup"`
+
+// outboxReconcile brings the database above the stream after a restore from an older backup: it
+// reads the whole stream, then gives every user the database is behind for a version above the
+// stream's, keeping the database's state, and inserts the users it does not know, disabled
+// (restore.Reconcile).
+func outboxReconcile(ctx context.Context, cfg config, log *slog.Logger, args []string, stdout io.Writer) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Config{})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrate(ctx, pool, cfg, log); err != nil {
+		return err
+	}
+	nc, js, err := connectNATS(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	// The whole history rather than the last message per subject: a higher version hidden behind
+	// a lower one on its subject is still a version the replicas hold.
+	stream, err := restore.ReadStream(ctx, js, restore.Whole)
+	if err != nil {
+		return err
+	}
+	if !stream.Exists {
+		fmt.Fprintf(stdout, "stream: %s does not exist: nothing to reconcile\n", events.StreamName)
+		return nil
+	}
+	fmt.Fprintf(stdout, "stream: %d messages read up to sequence %d, %d users\n", stream.Read, stream.LastSeq, len(stream.Users))
+	// Restored users get a hash that no password is known to verify; they are disabled besides.
+	res, err := restore.Reconcile(ctx, stream, postgres.New(pool), password.Dummy)
+	for _, c := range res.Changes {
+		fmt.Fprintln(stdout, describeChange(c))
+	}
+	fmt.Fprintf(stdout, "users bumped: %d\nusers restored disabled: %d\n", res.Bumped, res.Restored)
+	if err != nil {
+		return err
+	}
+	if n := len(res.EmailTaken); n > 0 {
+		fmt.Fprintf(stdout, "users not restored, their email taken by another user: %d\n", n)
+		return fmt.Errorf("%d users of the stream not restored: another user of the database has their email (first: %s); "+
+			"settle them by hand (%s)", n, res.EmailTaken[0], restoreRunbook)
+	}
 	return nil
+}
+
+// describeChange is the line of reconcile's output about a user it changed: what the stream held,
+// which the replicas hold until the user's new event reaches them, and what they get instead.
+func describeChange(c restore.Change) string {
+	u, s := c.User, c.Stream
+	if c.Done == postgres.RestoredDisabled {
+		return fmt.Sprintf("restored %s %s disabled at version %d, roles %s (registered after the backup; the stream had version %d, status %s)",
+			u.ID, u.Email, u.Version, strings.Join(u.Roles, ","), s.Version, s.Status)
+	}
+	return fmt.Sprintf("bumped %s %s to version %d, roles %s, status %s (the stream had version %d, roles %s, status %s)",
+		u.ID, u.Email, u.Version, strings.Join(u.Roles, ","), u.Status, s.Version, strings.Join(s.Roles, ","), s.Status)
+}
+
+// commandConnectTimeout bounds a command's connection to NATS: it fails with one line rather
+// than hang.
+const commandConnectTimeout = 3 * time.Second
+
+// connectNATS connects a command to NATS as account; the caller closes the connection.
+func connectNATS(ctx context.Context, cfg config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := bus.Connect(ctx, cfg.Conn("account-cli"), commandConnectTimeout, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }
 
 // outboxRepublish publishes the kept events again, all or those since --since, with their

@@ -11,6 +11,7 @@ import (
 	"github.com/authmesh/account/internal/account"
 	"github.com/authmesh/account/internal/password"
 	"github.com/authmesh/account/internal/postgres"
+	"github.com/authmesh/account/internal/restore"
 	"github.com/authmesh/account/internal/server"
 	"github.com/authmesh/account/internal/token"
 	"github.com/authmesh/events"
@@ -28,16 +29,21 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, args []string, _ i
 	}
 	log.Info("starting", cfg.logAttrs()...)
 	hasher := password.NewHasher(0, password.DefaultWait)
-	var bootstrap setup
-	if cfg.AdminEmail != "" {
-		bootstrap = func(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore) error {
-			if err := bootstrapAdmin(ctx, users, keys, hasher, cfg.AdminEmail, cfg.AdminPassword, log); err != nil {
-				return fmt.Errorf("bootstrap admin: %w", err)
-			}
+	// Before any change of a user (the bootstrap's included) and before the key set is published:
+	// a database behind the stream must change nothing until it is reconciled.
+	before := func(ctx context.Context, js jetstream.JetStream, users *postgres.Store, keys *postgres.KeyStore) error {
+		if err := checkStream(ctx, js, users, log); err != nil {
+			return err
+		}
+		if cfg.AdminEmail == "" {
 			return nil
 		}
+		if err := bootstrapAdmin(ctx, users, keys, hasher, cfg.AdminEmail, cfg.AdminPassword, log); err != nil {
+			return fmt.Errorf("bootstrap admin: %w", err)
+		}
+		return nil
 	}
-	base, store, keys, err := open(ctx, cfg, log, bootstrap)
+	base, store, keys, err := open(ctx, cfg, log, before)
 	if err != nil {
 		return err
 	}
@@ -58,9 +64,33 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, args []string, _ i
 	return base.Serve(ctx, mux, nil, relay.Run, keys.Run, pruneLoginFailures(store, log))
 }
 
-// setup is a command's own step at start: after the migrations and the first signing key, before
-// the keys are loaded and published.
-type setup func(ctx context.Context, users *postgres.Store, keys *postgres.KeyStore) error
+// setup is a command's own step at start: after the migrations, the stream and the first signing
+// key, before the keys are loaded and published.
+type setup func(ctx context.Context, js jetstream.JetStream, users *postgres.Store, keys *postgres.KeyStore) error
+
+// streamCheckTimeout bounds the start-up comparison of the stream with the database.
+const streamCheckTimeout = 10 * time.Second
+
+// checkStream refuses to start on a database that is behind the stream USERS (restore.Check), as
+// after a restore from a backup older than the stream: account would publish versions that every
+// replica ignores as stale.
+func checkStream(ctx context.Context, js jetstream.JetStream, users *postgres.Store, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, streamCheckTimeout)
+	defer cancel()
+	warning, err := restore.Check(ctx, js, users)
+	if errors.Is(err, restore.ErrBehind) {
+		return fmt.Errorf("refusing to start: %w; account would publish versions that every replica ignores as stale. "+
+			"Was the database restored from an older backup? Run account outbox status, then account outbox reconcile (%s)",
+			err, restoreRunbook)
+	}
+	if err != nil {
+		return fmt.Errorf("compare the stream with the database: %w", err)
+	}
+	if warning != "" {
+		log.Warn(warning)
+	}
+	return nil
+}
 
 // open opens the database and NATS, applies the migrations, seals plaintext keys, declares the
 // stream and the key bucket, creates a signing key on the first start, runs before (unless nil),
@@ -99,7 +129,7 @@ func prepare(ctx context.Context, base *service.Base, cfg config, log *slog.Logg
 		log.Info("signing key created")
 	}
 	if before != nil {
-		if err := before(ctx, store, keyStore); err != nil {
+		if err := before(ctx, base.JS, store, keyStore); err != nil {
 			return nil, nil, err
 		}
 	}

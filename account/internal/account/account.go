@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -169,3 +170,25 @@ var (
 	// AddressLimit applies per client address.
 	AddressLimit = LoginLimit{Scope: "address", Max: 100, Window: time.Minute}
 )
+
+// Behind reports whether u, the database's state of a user, is behind s, the newest state of that
+// user in the USERS stream: the stream holds a higher version, or the same version in another
+// state, or (conflict) in several states. Either way the stream holds a version of the user that
+// this database did not make, as after a restore from a backup older than the stream; the next
+// change would publish a version that every replica ignores as stale. A database ahead of the
+// stream (events not yet published) is not behind.
+func (u User) Behind(s events.User, conflict bool) bool {
+	switch {
+	case s.Version > u.Version:
+		return true
+	case s.Version < u.Version:
+		return false
+	}
+	return conflict || !SameState(u.Snapshot(), s)
+}
+
+// SameState reports whether a and b are the same state of a user, their versions aside.
+func SameState(a, b events.User) bool {
+	return a.ID == b.ID && a.Email == b.Email && a.DisplayName == b.DisplayName &&
+		slices.Equal(a.Roles, b.Roles) && a.Status == b.Status
+}

@@ -1,10 +1,13 @@
 package account
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/authmesh/events"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 )
 
 func TestValidateEmail(t *testing.T) {
@@ -114,6 +117,35 @@ func TestRegistrationValidate(t *testing.T) {
 		}
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("%s: Validate() fields (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+func TestBehind(t *testing.T) {
+	t.Parallel()
+	db := User{ID: uuid.New(), Email: "a@example.com", DisplayName: "A", Roles: []string{"user"}, Status: "active", Version: 3}
+	with := func(f func(*events.User)) events.User {
+		s := db.Snapshot()
+		s.Roles = slices.Clone(s.Roles)
+		f(&s)
+		return s
+	}
+	tests := []struct {
+		name     string
+		stream   events.User
+		conflict bool
+		want     bool
+	}{
+		{"same version, same state", with(func(*events.User) {}), false, false},
+		{"same version, several states", with(func(*events.User) {}), true, true},
+		{"same version, other roles", with(func(u *events.User) { u.Roles = []string{"user", "admin"} }), false, true},
+		{"same version, other status", with(func(u *events.User) { u.Status = "disabled" }), false, true},
+		{"a higher version, same state", with(func(u *events.User) { u.Version = 4 }), false, true},
+		{"a lower version, another state (events pending)", with(func(u *events.User) { u.Version, u.Status = 2, "disabled" }), true, false},
+	}
+	for _, tt := range tests {
+		if got := db.Behind(tt.stream, tt.conflict); got != tt.want {
+			t.Errorf("%s: Behind(%+v, %v) = %v, want %v", tt.name, tt.stream, tt.conflict, got, tt.want)
 		}
 	}
 }
