@@ -206,6 +206,15 @@ func (s *System) Pool(service string) *pgxpool.Pool {
 	return p
 }
 
+// ClosePool closes the pool of service's database, before the database is dropped (a restore);
+// the next Pool opens a new one.
+func (s *System) ClosePool(service string) {
+	if p := s.pools[service]; p != nil {
+		p.Close()
+		delete(s.pools, service)
+	}
+}
+
 func (s *System) close() {
 	for _, p := range s.pools {
 		p.Close()
