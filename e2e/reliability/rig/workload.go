@@ -1,18 +1,14 @@
 package rig
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/authmesh/e2e/reliability/checker"
@@ -48,7 +44,7 @@ type Workload struct {
 
 // NewWorkload returns a workload of the system's clients.
 func (s *System) NewWorkload() *Workload {
-	return &Workload{
+	w := &Workload{
 		sys: s,
 		client: &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
 			MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
@@ -58,6 +54,9 @@ func (s *System) NewWorkload() *Workload {
 		failures: map[string]int{},
 		refused:  map[string]int{},
 	}
+	// Before the services are stopped (cleanups run last first): see CloseIdleConnections.
+	s.t.Cleanup(w.CloseIdleConnections)
+	return w
 }
 
 // Changes makes n changes of users with workers concurrent clients: a quarter registrations, the
@@ -126,12 +125,18 @@ func (w *Workload) Change(ctx context.Context) {
 
 // Register registers a new user and returns its id when account acknowledged it.
 func (w *Workload) Register(ctx context.Context) (uuid.UUID, bool) {
+	_, id, ok := w.register(ctx)
+	return id, ok
+}
+
+// register registers a new user and returns its email, and its id when account acknowledged it.
+func (w *Workload) register(ctx context.Context) (string, uuid.UUID, bool) {
 	email := fmt.Sprintf("rel-%s-%d@example.com", w.runID, w.seq.Add(1))
 	a := checker.Attempt{Op: checker.OpRegister, Email: email}
 	body := map[string]any{"email": email, "password": Password, "display_name": "R " + email[:strings.IndexByte(email, '@')]}
 	a.Outcome, a.User, a.Version = w.send(ctx, "account", http.MethodPost, w.sys.URL["account"]+"/v1/users", "", body)
 	w.log(a)
-	return a.User, a.Outcome == checker.Acked
+	return email, a.User, a.Outcome == checker.Acked
 }
 
 // change sends a role or status change of user by the admin.
@@ -189,58 +194,10 @@ func (w *Workload) send(ctx context.Context, service, method, url, token string,
 	}
 }
 
-// do sends one request and counts its answer. A 5xx other than a 503 with Retry-After, or an
-// answer that leaks internals, is recorded as bad.
+// do sends one request and counts its answer (see exchange).
 func (w *Workload) do(ctx context.Context, service, method, url, token string, body any) (int, []byte) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			panic(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		panic(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := w.client.Do(req)
-	if err != nil {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			w.refused[service]++
-			time.Sleep(20 * time.Millisecond) // as a client backs off from a service that is down
-			return refused, nil
-		}
-		w.failures[service]++
-		return 0, nil
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.answers[service] == nil {
-		w.answers[service] = map[int]int{}
-	}
-	w.answers[service][resp.StatusCode]++
-	switch {
-	case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "":
-		w.bad = append(w.bad, fmt.Sprintf("%s %s: 503 without Retry-After", method, url))
-	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable:
-		w.bad = append(w.bad, fmt.Sprintf("%s %s: %d %.300s", method, url, resp.StatusCode, answer))
-	case leaks(answer):
-		w.bad = append(w.bad, fmt.Sprintf("%s %s: %d leaks internals: %.300s", method, url, resp.StatusCode, answer))
-	}
-	return resp.StatusCode, answer
+	a := w.exchange(ctx, url, Request{Service: service, Method: method, Token: token, Body: body})
+	return a.Status, a.Body
 }
 
 // leaks reports whether an answer shows what a client must never see: a stack, SQL, a driver's
