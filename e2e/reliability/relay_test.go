@@ -141,12 +141,14 @@ func inStreamPending(t *testing.T, sys *rig.System, js jetstream.JetStream) int6
 func TestAccountKilled(t *testing.T) {
 	kills := size(1, 3)
 	row := newRow(t, "F18", "account SIGKILLed during registrations",
-		fmt.Sprintf("8 clients registering users and changing them; account SIGKILLed and restarted %d times", kills),
+		fmt.Sprintf("8 clients registering users and changing them, 4 customers ordering and posting; account SIGKILLed and restarted %d times", kills),
 		"each registration in flight either complete everywhere or absent; lost 0, unexpected 0, divergence 0; no 500")
 	sys := newSystem(t, rig.Options{})
 	w := sys.NewWorkload()
 	ctx := context.Background()
 	w.Changes(ctx, 20, 4)
+	product := w.NewProduct(ctx, "F18", 100, 1_000_000)
+	shopping := w.Traffic(ctx, w.Customers(ctx, 4, 4), product)
 	stop := w.Background(ctx, 8)
 	for range kills {
 		time.Sleep(time.Duration(size(1, 3)) * time.Second)
@@ -158,6 +160,7 @@ func TestAccountKilled(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	stop()
+	row.Add("orders placed", shopping())
 	end := time.Now()
 	row.Add("kills", kills)
 	inFlight := 0
