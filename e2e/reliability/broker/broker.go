@@ -71,7 +71,7 @@ type Node struct {
 }
 
 // Start starts one server, or n clustered (n = 3 for the suite's cluster), in new directories
-// under dir, and waits until each accepts clients. The caller must Close the broker.
+// under dir, and waits until each accepts clients (in a cluster: until each is healthy). The caller must Close the broker.
 func Start(ctx context.Context, bin, dir string, n int) (_ *Broker, err error) {
 	if _, err := natstest.AuthConf(); err != nil { // puts the identities' passwords in the environment
 		return nil, err
@@ -112,6 +112,16 @@ func Start(ctx context.Context, bin, dir string, n int) (_ *Broker, err error) {
 	for _, nd := range b.Nodes {
 		if err := nd.WaitReady(ctx); err != nil {
 			return nil, err
+		}
+	}
+	if n > 1 {
+		// A JetStream request sent before the cluster has elected its meta leader gets no answer
+		// at all (creating the stream would wait out its whole timeout), so a new cluster is
+		// ready once every node is healthy: routed, with a meta leader, current.
+		for _, nd := range b.Nodes {
+			if err := nd.WaitHealthy(ctx, readyTimeout); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return b, nil
