@@ -267,7 +267,3 @@ func (w *Workload) Count(lo, hi int) int {
 	}
 	return n
 }
-
-// Record logs an attempt a check made by other means than the workload's requests (an operator
-// command's change, a transaction of its own), so that the checker counts it like the rest.
-func (w *Workload) Record(a checker.Attempt) { w.log(a) }
