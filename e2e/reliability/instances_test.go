@@ -194,15 +194,16 @@ func enforcement(t *testing.T, sys *rig.System, members []rig.Member, instances 
 }
 
 // F12: a replica's consumer SIGKILLed while it applies a backlog. blog is stopped, a backlog of
-// changes made, blog started and SIGKILLed once its committed position is between 10 % and 90 %
-// of the way through the backlog, then started again; the same for shop. The batch cut short
-// rolls back, what it delivered and did not ack comes again after the ack wait, and the version
-// gate skips what was committed but not acked: every change lands once.
+// changes made, blog started and SIGKILLed with events in hand once its committed position is
+// between 10 % and 90 % of the way through the backlog, then started again; the same for shop. The
+// batch cut short rolls back, what it held comes again after the ack wait, and the version gate
+// skips what was committed but not acked: every change lands once, and the consumer acks the whole
+// backlog.
 func TestReplicaKilledMidBatch(t *testing.T) {
 	n := size(300, 2000)
 	row := newRow(t, "F12", "a replica consumer SIGKILLed while it applies a backlog",
-		fmt.Sprintf("for blog, then shop: the service stopped, a backlog of %d role and status changes made, the service started and SIGKILLed once its replica_state.last_seq is 10-90 %% through the backlog, started again", n),
-		"lost 0, applied-twice 0, divergence 0; no 500")
+		fmt.Sprintf("for blog, then shop: the service stopped, a backlog of %d role and status changes made, the service started and SIGKILLed with events in hand once its replica_state.last_seq is 10-90 %% through the backlog, started again", n),
+		"lost 0, applied-twice 0, divergence 0; no 500; the whole backlog acked within the ack wait and a few seconds")
 	sys := newSystem(t, rig.Options{})
 	sys.LogErrorsOnFailure(stack.Services...)
 	ctx := context.Background()
@@ -211,69 +212,128 @@ func TestReplicaKilledMidBatch(t *testing.T) {
 	w.Changes(ctx, 20, 4) // users to change
 	row.Add("ack wait", wait)
 	var since time.Time
+	var wg sync.WaitGroup
+	acked := map[string]*ackedAfter{}
 	for _, service := range rig.Replicas {
 		k := killMidBatch(t, sys, w, service, n)
 		since = time.Now()
+		a := &ackedAfter{}
+		acked[service] = a
+		wg.Go(func() { a.d, a.err = ackedThrough(sys, service, k.to, k.at, wait+30*time.Second) })
 		row.Add("backlog "+service, k.backlog)
 		row.Add("killed at "+service, fmt.Sprintf("%.0f %% (%d of %d)", 100*k.fraction(), k.committed-k.from, k.to-k.from))
+		row.Add("in hand at the kill "+service, k.held)
 		if k.tries > 1 {
 			row.Add("tries "+service, k.tries)
 		}
 	}
 	sys.Judge(w, row, since, time.Minute+2*wait)
+	wg.Wait()
+	for _, service := range rig.Replicas {
+		a := acked[service]
+		if a.err != nil {
+			t.Errorf("%s: %v", service, a.err)
+			continue
+		}
+		row.Add("backlog acked after the kill "+service, a.d)
+	}
+}
+
+// ackedAfter is what ackedThrough found.
+type ackedAfter struct {
+	d   time.Duration
+	err error
+}
+
+// ackedThrough waits until the durable consumer of service has had every event up to seq acked
+// (its ack floor), at most timeout, and returns how long after since that was.
+func ackedThrough(sys *rig.System, service string, seq uint64, since time.Time, timeout time.Duration) (time.Duration, error) {
+	cons, err := consumer(sys, service)
+	if err != nil {
+		return 0, err
+	}
+	var floor uint64
+	err = rig.Within(timeout, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		info, err := cons.Info(ctx)
+		if err == nil {
+			floor = info.AckFloor.Stream
+		}
+		return floor >= seq
+	})
+	if err != nil {
+		return 0, fmt.Errorf("events acked through %d, %s after the kill, want %d", floor, time.Since(since).Round(time.Millisecond), seq)
+	}
+	return time.Since(since), nil
 }
 
 // kill is where a killMidBatch cut its service: the committed position at the kill, within the
-// backlog, which ran from the position at the start (from) to the stream's end (to).
+// backlog, which ran from the position at the start (from) to the stream's end (to), and the events
+// delivered to it beyond that position (in hand, cut short: they come again after the ack wait).
 type kill struct {
 	backlog             int
 	from, committed, to uint64
+	held                int
+	at                  time.Time // of the kill
 	tries               int
 }
 
 func (k kill) fraction() float64 { return float64(k.committed-k.from) / float64(k.to-k.from) }
 
 // killMidBatch stops service, makes a backlog of n changes, starts the service and SIGKILLs it
-// once its committed position (replica_state.last_seq) is 10-90 % through the backlog, then starts
-// it again. When the service got through the backlog before the kill landed, it tries again with a
-// new backlog, three times at most.
+// while it applies the backlog: as soon as its committed position (replica_state.last_seq) has
+// passed a point picked at random 10-90 % of the way through, while it holds the next batch. It
+// then starts it again. When the kill found the service with no event in hand (between batches, or
+// done) or outside the window, it tries again with a new backlog, five times at most.
 func killMidBatch(t *testing.T, sys *rig.System, w *rig.Workload, service string, n int) kill {
 	t.Helper()
 	ctx := context.Background()
-	for try := 1; try <= 3; try++ {
+	for try := 1; try <= 5; try++ {
 		if err := sys.Stop(service); err != nil {
 			t.Fatal(err)
 		}
 		from := lastApplied(t, sys, service)
 		w.AdminChanges(ctx, n, 8)
 		to := publishedEnd(t, sys)
+		lo, hi := from+(to-from)/10, from+(to-from)*9/10
+		target := lo + rand.Uint64N(hi-lo)
 		if err := sys.Launch(service); err != nil {
 			t.Fatal(err)
 		}
-		lo, hi := from+(to-from)/10, from+(to-from)*9/10
 		deadline := time.Now().Add(30 * time.Second)
-		for {
-			at := lastApplied(t, sys, service)
-			if at >= lo && at <= hi {
-				sys.Kill(service)
-				break
-			}
-			if at > hi || time.Now().After(deadline) {
-				sys.Kill(service) // missed: it is past the window, or never got going
-				break
-			}
+		for lastApplied(t, sys, service) < target && time.Now().Before(deadline) {
 		}
+		sys.Kill(service)
+		at := time.Now()
 		committed := lastApplied(t, sys, service)
+		held := int(deliveredEnd(t, sys, service)) - int(committed)
 		if err := sys.Start(ctx, service); err != nil {
 			t.Fatal(err)
 		}
-		if committed >= lo && committed <= hi {
-			return kill{backlog: n, from: from, committed: committed, to: to, tries: try}
+		if committed >= lo && committed <= hi && held > 0 {
+			return kill{backlog: n, from: from, committed: committed, to: to, held: held, at: at, tries: try}
 		}
-		t.Logf("%s: committed %d at the kill, outside %d..%d; trying again", service, committed, lo, hi)
+		t.Logf("%s: committed %d at the kill (window %d..%d), %d events in hand; trying again", service, committed, lo, hi, held)
 	}
-	t.Fatalf("%s: could not SIGKILL it while it applied the backlog, in 3 tries", service)
+	t.Fatalf("%s: could not SIGKILL it while it applied the backlog, in 5 tries", service)
 	return kill{}
+}
+
+// deliveredEnd is the last stream sequence the durable consumer of service has delivered.
+func deliveredEnd(t *testing.T, sys *rig.System, service string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := consumer(sys, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Delivered.Stream
 }
 
 // lastApplied is the stream sequence a replica has committed up to.
