@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,12 +164,21 @@ func postgresRestarted(t *testing.T, id string, mode pgserver.Mode, check string
 		stopChanges()
 		t.Fatal(err)
 	}
+	back := time.Now()
+	resumed := resumption(sys, back)
 	time.Sleep(time.Duration(size(1, 3)) * time.Second)
 	requests := stopTraffic()
 	stopChanges()
 	end := time.Now()
 
 	row.Add("outage", outage)
+	for _, r := range resumed() {
+		if r.after < 0 {
+			row.Add(r.what, "not within 30 s")
+			continue
+		}
+		row.Add(r.what, r.after)
+	}
 	row.Add("member requests", requests)
 	add503s(row, w, stack.Services...)
 	sys.Judge(w, row, end, time.Minute)
@@ -198,4 +208,47 @@ func outboxOfUsers(t *testing.T, sys *rig.System) (users, created, orphans int) 
 		t.Fatal(err)
 	}
 	return users, created, orphans
+}
+
+// resumed is how long after Postgres was back a worker committed again (-1: not within 30 s).
+type resumed struct {
+	what  string
+	after time.Duration
+}
+
+// resumption watches, from the moment Postgres is back, for the first commit of account's outbox
+// relay (an event marked published) and of each replica's consumer (its applied position
+// recorded), and returns a function that waits for them and returns how long after back each was:
+// how long a worker that backs off while the database is down leaves it unused once it is up.
+func resumption(sys *rig.System, back time.Time) func() []resumed {
+	watch := []struct{ what, service, query string }{
+		{"outbox relay resumed after", "account", `SELECT max(published_at) FROM outbox`},
+	}
+	for _, r := range rig.Replicas {
+		watch = append(watch, struct{ what, service, query string }{"apply resumed after " + r, r, `SELECT updated_at FROM replica_state`})
+	}
+	out := make([]resumed, len(watch))
+	var wg sync.WaitGroup
+	for i, wt := range watch {
+		pool := sys.Pool(wt.service)
+		wg.Go(func() {
+			out[i] = resumed{wt.what, -1}
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				var at *time.Time
+				err := pool.QueryRow(ctx, wt.query).Scan(&at)
+				cancel()
+				if err == nil && at != nil && at.After(back) {
+					out[i].after = at.Sub(back)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	return func() []resumed {
+		wg.Wait()
+		return out
+	}
 }
