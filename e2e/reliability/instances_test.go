@@ -96,19 +96,28 @@ func TestInstanceKilled(t *testing.T) {
 	stopChanges := w.Background(ctx, 6)
 	stopTraffic := w.Traffic(ctx, members, product, instances, 4)
 	stopFlips := flipStatuses(ctx, w, members)
+	var flips, requests int
+	stop := func() {
+		flips = stopFlips()
+		requests = stopTraffic()
+		stopChanges()
+	}
 	time.Sleep(time.Duration(size(1, 3)) * time.Second)
 	sys.Kill("blog2")
 	sys.Kill("shop2")
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Duration(size(1, 2)) * time.Second)
 	for _, name := range []string{"blog2", "shop2"} {
 		if err := sys.Start(ctx, name); err != nil {
+			stop()
 			t.Fatal(err)
 		}
 	}
 	time.Sleep(time.Duration(size(1, 3)) * time.Second)
-	flips := stopFlips()
-	requests := stopTraffic()
-	stopChanges()
+	stop()
+	// Both kinds of member at the end, whatever the dice said: the last changes of all.
+	if !w.SetStatus(ctx, members[0].ID, events.StatusDisabled) || !w.SetStatus(ctx, members[1].ID, events.StatusActive) {
+		t.Fatal("account did not acknowledge the last status changes")
+	}
 	end := time.Now()
 
 	row.Add("ack wait", wait)
@@ -121,9 +130,6 @@ func TestInstanceKilled(t *testing.T) {
 	row.Add("members disabled at the end", fmt.Sprintf("%d of %d", disabled, len(members)))
 	row.Add("enforcement probes", probes)
 	row.Add("wrong answers", wrong)
-	if disabled == 0 || disabled == len(members) {
-		t.Errorf("%d of %d members ended disabled: the check needs both kinds", disabled, len(members))
-	}
 }
 
 // flipStatuses has the admin disable and enable members at random, one change at a time, until
@@ -213,13 +219,14 @@ func TestReplicaKilledMidBatch(t *testing.T) {
 	row.Add("ack wait", wait)
 	var since time.Time
 	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // after t.Context is done, which ends the waits of a failed test
 	acked := map[string]*ackedAfter{}
 	for _, service := range rig.Replicas {
 		k := killMidBatch(t, sys, w, service, n)
 		since = time.Now()
 		a := &ackedAfter{}
 		acked[service] = a
-		wg.Go(func() { a.d, a.err = ackedThrough(sys, service, k.to, k.at, wait+30*time.Second) })
+		wg.Go(func() { a.d, a.err = ackedThrough(t.Context(), sys, service, k.to, k.at, wait+30*time.Second) })
 		row.Add("backlog "+service, k.backlog)
 		row.Add("killed at "+service, fmt.Sprintf("%.0f %% (%d of %d)", 100*k.fraction(), k.committed-k.from, k.to-k.from))
 		row.Add("in hand at the kill "+service, k.held)
@@ -246,26 +253,31 @@ type ackedAfter struct {
 }
 
 // ackedThrough waits until the durable consumer of service has had every event up to seq acked
-// (its ack floor), at most timeout, and returns how long after since that was.
-func ackedThrough(sys *rig.System, service string, seq uint64, since time.Time, timeout time.Duration) (time.Duration, error) {
+// (its ack floor), at most timeout or until ctx is done, and returns how long after since that was.
+func ackedThrough(ctx context.Context, sys *rig.System, service string, seq uint64, since time.Time, timeout time.Duration) (time.Duration, error) {
 	cons, err := consumer(sys, service)
 	if err != nil {
 		return 0, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var floor uint64
-	err = rig.Within(timeout, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		info, err := cons.Info(ctx)
+	for {
+		ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := cons.Info(ictx)
+		icancel()
 		if err == nil {
 			floor = info.AckFloor.Stream
 		}
-		return floor >= seq
-	})
-	if err != nil {
-		return 0, fmt.Errorf("events acked through %d, %s after the kill, want %d", floor, time.Since(since).Round(time.Millisecond), seq)
+		if floor >= seq {
+			return time.Since(since), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("events acked through %d, %s after the kill, want %d", floor, time.Since(since).Round(time.Millisecond), seq)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return time.Since(since), nil
 }
 
 // kill is where a killMidBatch cut its service: the committed position at the kill, within the
@@ -285,11 +297,12 @@ func (k kill) fraction() float64 { return float64(k.committed-k.from) / float64(
 // while it applies the backlog: as soon as its committed position (replica_state.last_seq) has
 // passed a point picked at random 10-90 % of the way through, while it holds the next batch. It
 // then starts it again. When the kill found the service with no event in hand (between batches, or
-// done) or outside the window, it tries again with a new backlog, five times at most.
+// done) or outside the window, it tries again with a new backlog, maxTries times at most.
 func killMidBatch(t *testing.T, sys *rig.System, w *rig.Workload, service string, n int) kill {
 	t.Helper()
+	const maxTries = 8 // one in three or so misses
 	ctx := context.Background()
-	for try := 1; try <= 5; try++ {
+	for try := 1; try <= maxTries; try++ {
 		if err := sys.Stop(service); err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +329,7 @@ func killMidBatch(t *testing.T, sys *rig.System, w *rig.Workload, service string
 		}
 		t.Logf("%s: committed %d at the kill (window %d..%d), %d events in hand; trying again", service, committed, lo, hi, held)
 	}
-	t.Fatalf("%s: could not SIGKILL it while it applied the backlog, in 5 tries", service)
+	t.Fatalf("%s: could not SIGKILL it while it applied the backlog, in %d tries", service, maxTries)
 	return kill{}
 }
 
