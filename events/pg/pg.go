@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -125,7 +127,19 @@ func Unavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true
 	}
-	return errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || pgconn.SafeToRetry(err)
+	return connectionLost(err) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || pgconn.SafeToRetry(err)
+}
+
+// connectionLost reports whether err says the connection broke: it was closed or reset under a
+// statement (the server crashed or was killed, or the network dropped the connection) or used
+// after that. The server sends no error then, so no SQLSTATE says it; a transaction that ends on
+// it reports the failed rollback's "conn closed" rather than the read that broke.
+func connectionLost(err error) bool {
+	if errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	_, ok := errors.AsType[*net.OpError](err)
+	return ok
 }
 
 // Retryable reports whether err aborted a transaction that may succeed if run again at once: a

@@ -4,12 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/pgtest"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -54,6 +60,11 @@ func TestClasses(t *testing.T) {
 		{"too many connections", &pgconn.PgError{Code: "53300"}, class{unavailable: true}},
 		{"lock timeout", &pgconn.PgError{Code: "55P03"}, class{unavailable: true}},
 		{"deadline", fmt.Errorf("query: %w", context.DeadlineExceeded), class{unavailable: true}},
+		// What a read gives when the server's socket ends under a statement (a crash): seen in
+		// e2e/reliability's F09, the server crashed under the services.
+		{"connection ended mid-message", fmt.Errorf("insert post: %w", io.ErrUnexpectedEOF), class{unavailable: true}},
+		{"connection reset", fmt.Errorf("insert order: %w", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}), class{unavailable: true}},
+		{"connection closed", fmt.Errorf("create user: %w", pgconn.ErrConnClosed), class{unavailable: true}},
 		{"canceled by the client", context.Canceled, class{}},
 		{"not a database error", errors.New("boom"), class{}},
 	}
@@ -115,5 +126,142 @@ func TestOpen(t *testing.T) {
 	}
 	if got := pg.Redact("postgres://u:pw@h:5433/d?sslmode=disable"); got != "u@h:5433/d" {
 		t.Errorf("Redact = %q", got)
+	}
+}
+
+// TestConnectionLost cuts a session's TCP connection under a statement, as a crash of the server
+// or a dropped network path does: no error comes from the server, the socket just ends (closed, or
+// reset). The error of the statement, that of the next use of the connection, and that of a
+// transaction the cut ends (pgx reports its failed rollback) must all be Unavailable: a request
+// answers 503, not 500.
+func TestConnectionLost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.NewDatabase(t)
+	for _, reset := range []bool{false, true} {
+		name := "closed"
+		if reset {
+			name = "reset"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := newCutter(t, dbURL)
+			check := func(what string, err error) {
+				t.Helper()
+				if err == nil {
+					t.Fatalf("%s succeeded, want the cut connection's error", what)
+				}
+				if !pg.Unavailable(err) || pg.DataError(err) {
+					t.Errorf("%s: %v: Unavailable %t, DataError %t; want Unavailable only", what, err, pg.Unavailable(err), pg.DataError(err))
+				}
+			}
+
+			conn, err := pgx.Connect(ctx, p.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			go p.cutWhenSleeping(t, dbURL, reset)
+			_, err = conn.Exec(ctx, "SELECT pg_sleep(5)")
+			check("the statement under the cut", err)
+			_, err = conn.Exec(ctx, "SELECT 1")
+			check("the next statement on the connection", err)
+
+			pool, err := pg.Open(ctx, p.url, pg.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				go p.cutWhenSleeping(t, dbURL, reset)
+				_, err := tx.Exec(ctx, "SELECT pg_sleep(5)")
+				return err
+			})
+			check("a transaction under the cut", err)
+		})
+	}
+}
+
+// cutter is a TCP proxy in front of the test server whose connections can be cut.
+type cutter struct {
+	url string // the database's URL through the proxy
+
+	mu    sync.Mutex
+	conns []*net.TCPConn
+}
+
+func newCutter(t *testing.T, dbURL string) *cutter {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = ln.Addr().String()
+	c := &cutter{url: u.String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		c.cut(false)
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			upstream, err := net.DialTimeout("tcp", server, 5*time.Second)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, client.(*net.TCPConn), upstream.(*net.TCPConn))
+			c.mu.Unlock()
+			wg.Go(func() { io.Copy(upstream, client); upstream.Close() })
+			wg.Go(func() { io.Copy(client, upstream); client.Close() })
+		}
+	})
+	return c
+}
+
+// cut closes every connection through the proxy, with a reset (RST) rather than an orderly close
+// when reset is set.
+func (c *cutter) cut(reset bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		if reset {
+			conn.SetLinger(0)
+		}
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+// cutWhenSleeping cuts the connections once a session of the database runs pg_sleep, at most 5 s
+// after it is called.
+func (c *cutter) cutWhenSleeping(t *testing.T, dbURL string, reset bool) {
+	defer c.cut(reset)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close(context.Background())
+	for ctx.Err() == nil {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'active' AND query LIKE 'SELECT pg_sleep%'`).Scan(&n)
+		if err == nil && n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
