@@ -24,7 +24,7 @@ func TestBrokerKilled(t *testing.T) {
 	ctx := context.Background()
 	w.Changes(ctx, 20, 4) // users to change
 	product := w.NewProduct(ctx, "F01k", 100, 1_000_000)
-	shopping := w.Traffic(ctx, w.Customers(ctx, 4, 4), product)
+	shopping := w.Shopping(ctx, w.Customers(ctx, 4, 4), product)
 	stop := w.Background(ctx, 8)
 	nd := sys.Broker.Nodes[0]
 	kills := size(1, 3)
@@ -66,7 +66,7 @@ func TestBrokerDown(t *testing.T) {
 	nd.Kill()
 	outage := time.Now()
 	stopReads := reads(ctx, t, w)
-	shopping := w.Traffic(ctx, customers, product)
+	shopping := w.Shopping(ctx, customers, product)
 	w.Changes(ctx, changes, 8)
 	answered := time.Since(outage)
 	pending := outboxPending(t, sys)

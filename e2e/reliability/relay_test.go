@@ -148,7 +148,7 @@ func TestAccountKilled(t *testing.T) {
 	ctx := context.Background()
 	w.Changes(ctx, 20, 4)
 	product := w.NewProduct(ctx, "F18", 100, 1_000_000)
-	shopping := w.Traffic(ctx, w.Customers(ctx, 4, 4), product)
+	shopping := w.Shopping(ctx, w.Customers(ctx, 4, 4), product)
 	stop := w.Background(ctx, 8)
 	for range kills {
 		time.Sleep(time.Duration(size(1, 3)) * time.Second)

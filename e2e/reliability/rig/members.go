@@ -60,22 +60,6 @@ func (w *Workload) Members(ctx context.Context, n int) ([]Member, error) {
 	return ms, nil
 }
 
-// SetStatus sets a user's status by the admin ("active" or "disabled"), logged like every change,
-// and reports whether account acknowledged it.
-func (w *Workload) SetStatus(ctx context.Context, user uuid.UUID, status string) bool {
-	a := checker.Attempt{Op: checker.OpStatus, User: user}
-	var got uuid.UUID
-	a.Outcome, got, a.Version = w.send(ctx, "account", http.MethodPut,
-		w.sys.URL["account"]+"/v1/users/"+user.String()+"/status", w.sys.Admin, map[string]any{"status": status})
-	if a.Outcome == checker.Acked && got != user {
-		w.mu.Lock()
-		w.bad = append(w.bad, fmt.Sprintf("%s of %s answered user %s", a.Op, user, got))
-		w.mu.Unlock()
-	}
-	w.log(a)
-	return a.Outcome == checker.Acked
-}
-
 // AdminChanges makes n role and status changes of the users registered so far (none when there
 // are none), with workers concurrent clients: the cheap changes, with no password to hash, that
 // build a backlog fast. It returns when all n were attempted, or ctx ends.

@@ -10,11 +10,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// Traffic sends what users do besides changing themselves, from one client per customer, until
+// Shopping sends what users do besides changing themselves, from one client per customer, until
 // stop is called: in turn an order of one unit of product (shop), a post (blog), and a read of its
 // own orders. Every answer is counted like the workload's others, so a 500 fails Judge. stop
 // returns how many orders were placed (201).
-func (w *Workload) Traffic(ctx context.Context, customers []Customer, product uuid.UUID) (stop func() (placed int)) {
+func (w *Workload) Shopping(ctx context.Context, customers []Customer, product uuid.UUID) (stop func() (placed int)) {
 	var stopped atomic.Bool
 	var orders atomic.Int64
 	var wg sync.WaitGroup
