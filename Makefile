@@ -80,7 +80,7 @@ reliability:
 	rm -rf tmp/reliability && mkdir -p tmp/reliability
 	@start=$$(date +%s); \
 	( RELIABILITY_SCALE=full RELIABILITY_OUT=$(CURDIR)/tmp/reliability $(GO) test -count=1 -timeout 25m -v ./e2e/reliability/; \
-	  echo $$? > tmp/reliability/rc ) 2>&1 | tee tmp/reliability.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)'; \
+	  echo $$? > tmp/reliability/rc ) 2>&1 | tee tmp/reliability.log | grep --line-buffered -E '^(=== RUN|--- |ok|FAIL|PASS|panic)'; \
 	rc=$$(cat tmp/reliability/rc); \
 	$(GO) run ./e2e/cmd/relreport -in tmp/reliability -doc docs/reliability.md -took $$(( $$(date +%s) - start ))s && \
 	echo "docs/reliability.md written; the suite exited $$rc" && exit $$rc

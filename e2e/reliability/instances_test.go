@@ -88,11 +88,8 @@ func TestInstanceKilled(t *testing.T) {
 	}
 	wait := ackWait(t, sys)
 	w := sys.NewWorkload()
-	members, err := w.Members(ctx, size(10, 30))
-	if err != nil {
-		t.Fatal(err)
-	}
-	product := sys.Product(1_000_000)
+	members := w.Customers(ctx, size(10, 30), 4)
+	product := w.NewProduct(ctx, "F12i", 100, 1_000_000)
 	stopChanges := w.Background(ctx, 6)
 	stopTraffic := w.Traffic(ctx, members, product, instances, 4)
 	stopFlips := flipStatuses(ctx, w, members)
@@ -134,7 +131,7 @@ func TestInstanceKilled(t *testing.T) {
 
 // flipStatuses has the admin disable and enable members at random, one change at a time, until
 // stop is called; stop returns how many changes it made.
-func flipStatuses(ctx context.Context, w *rig.Workload, members []rig.Member) (stop func() int) {
+func flipStatuses(ctx context.Context, w *rig.Workload, members []rig.Customer) (stop func() int) {
 	var stopped atomic.Bool
 	var n atomic.Int64
 	var wg sync.WaitGroup
@@ -162,7 +159,7 @@ func flipStatuses(ctx context.Context, w *rig.Workload, members []rig.Member) (s
 // instance's view of it): a member account holds disabled must get 403 user_disabled, an active
 // one 404 (a post that does not exist) from blog and 200 (its orders) from shop. It reports the
 // probes made, the wrong answers (each failing the test), and how many members are disabled.
-func enforcement(t *testing.T, sys *rig.System, members []rig.Member, instances []string) (probes, wrong, disabled int) {
+func enforcement(t *testing.T, sys *rig.System, members []rig.Customer, instances []string) (probes, wrong, disabled int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -307,7 +304,7 @@ func killMidBatch(t *testing.T, sys *rig.System, w *rig.Workload, service string
 			t.Fatal(err)
 		}
 		from := lastApplied(t, sys, service)
-		w.AdminChanges(ctx, n, 8)
+		w.Updates(ctx, n, 8)
 		to := publishedEnd(t, sys)
 		lo, hi := from+(to-from)/10, from+(to-from)*9/10
 		target := lo + rand.Uint64N(hi-lo)

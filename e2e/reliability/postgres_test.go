@@ -29,11 +29,8 @@ func TestPostgresSessionsTerminated(t *testing.T) {
 	sys.LogErrorsOnFailure(stack.Services...)
 	ctx := context.Background()
 	w := sys.NewWorkload()
-	members, err := w.Members(ctx, size(6, 12))
-	if err != nil {
-		t.Fatal(err)
-	}
-	product := sys.Product(1_000_000)
+	members := w.Customers(ctx, size(6, 12), 4)
+	product := w.NewProduct(ctx, "F08", 100, 1_000_000)
 	stopChanges := w.Background(ctx, 6)
 	stopTraffic := w.Traffic(ctx, members, product, []string{"blog", "shop"}, 4)
 	terminated := map[string]int{}
@@ -152,11 +149,8 @@ func postgresRestarted(t *testing.T, id string, mode pgserver.Mode, check string
 	sys.LogErrorsOnFailure(stack.Services...)
 	ctx := context.Background()
 	w := sys.NewWorkload()
-	members, err := w.Members(ctx, size(6, 12))
-	if err != nil {
-		t.Fatal(err)
-	}
-	product := sys.Product(1_000_000)
+	members := w.Customers(ctx, size(6, 12), 4)
+	product := w.NewProduct(ctx, "F08", 100, 1_000_000)
 	stopChanges := w.Background(ctx, 6)
 	stopTraffic := w.Traffic(ctx, members, product, []string{"blog", "shop"}, 4)
 	time.Sleep(time.Duration(size(1, 3)) * time.Second)

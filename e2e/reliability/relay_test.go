@@ -148,7 +148,7 @@ func TestAccountKilled(t *testing.T) {
 	ctx := context.Background()
 	w.Changes(ctx, 20, 4)
 	product := w.NewProduct(ctx, "F18", 100, 1_000_000)
-	shopping := w.Shopping(ctx, w.Customers(ctx, 4, 4), product)
+	shopping := w.Traffic(ctx, w.Customers(ctx, 4, 4), product, []string{"blog", "shop"}, 4)
 	stop := w.Background(ctx, 8)
 	for range kills {
 		time.Sleep(time.Duration(size(1, 3)) * time.Second)
@@ -160,7 +160,7 @@ func TestAccountKilled(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	stop()
-	row.Add("orders placed", shopping())
+	row.Add("orders and posts", shopping())
 	end := time.Now()
 	row.Add("kills", kills)
 	inFlight := 0

@@ -6,116 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/authmesh/e2e/reliability/broker"
 	"github.com/authmesh/e2e/reliability/checker"
 	"github.com/authmesh/events"
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// Registrations registers n users with workers concurrent clients. A registration costs account
-// an argon2 hash (about 25 ms of CPU), so a check that needs many events registers a few users
-// with this and then changes them (Updates).
-func (w *Workload) Registrations(ctx context.Context, n, workers int) {
-	w.each(ctx, n, workers, func() { w.Register(ctx) })
-}
-
-// Updates makes n role and status changes of the users registered so far (a registration while
-// there are none) with workers concurrent clients: the cheap events.
-func (w *Workload) Updates(ctx context.Context, n, workers int) {
-	w.each(ctx, n, workers, func() { w.Update(ctx) })
-}
-
-// PacedUpdates makes n changes as Updates does, but starts at most perSecond of them a second, so
-// that a run of a given size lasts a given time (and spans a check's faults).
-func (w *Workload) PacedUpdates(ctx context.Context, n, workers int, perSecond float64) {
-	tick := time.NewTicker(time.Duration(float64(time.Second) / perSecond))
-	defer tick.Stop()
-	var mu sync.Mutex
-	w.each(ctx, n, workers, func() {
-		mu.Lock() // one worker waits for the tick at a time; the others wait behind it
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-		}
-		mu.Unlock()
-		if ctx.Err() == nil {
-			w.Update(ctx)
-		}
-	})
-}
-
-// Update makes one role or status change of a user registered so far, chosen at random, or a
-// registration while there is none.
-func (w *Workload) Update(ctx context.Context) {
-	w.mu.Lock()
-	var user uuid.UUID
-	if len(w.users) > 0 {
-		user = w.users[rand.IntN(len(w.users))]
-	}
-	w.mu.Unlock()
-	if user == uuid.Nil {
-		w.Register(ctx)
-		return
-	}
-	if rand.IntN(2) == 0 {
-		roles := []string{"user"}
-		if rand.IntN(2) == 0 {
-			roles = append(roles, "moderator")
-		}
-		w.change(ctx, checker.OpRoles, user, "/roles", map[string]any{"roles": roles})
-		return
-	}
-	status := "active"
-	if rand.IntN(2) == 0 {
-		status = "disabled"
-	}
-	w.change(ctx, checker.OpStatus, user, "/status", map[string]any{"status": status})
-}
-
-// BackgroundUpdates makes role and status changes (Update) with workers clients until stop is
-// called, and returns how many it attempted. Every change is answered or timed out before stop
-// returns.
-func (w *Workload) BackgroundUpdates(ctx context.Context, workers int) (stop func() int) {
-	var stopped atomic.Bool
-	var count atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for !stopped.Load() && ctx.Err() == nil {
-				w.Update(ctx)
-				count.Add(1)
-			}
-		})
-	}
-	return func() int {
-		stopped.Store(true)
-		wg.Wait()
-		return int(count.Load())
-	}
-}
-
-// each runs do n times over workers concurrent clients, until all n are done or ctx ends.
-func (w *Workload) each(ctx context.Context, n, workers int, do func()) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil && next.Add(1) <= int64(n) {
-				do()
-			}
-		})
-	}
-	wg.Wait()
-}
 
 // NodeStates reads what every running node holds of the USERS stream, each from its own /jsz, by
 // node name. A node that runs and answers without the stream is reported with a zero state.

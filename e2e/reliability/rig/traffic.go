@@ -2,43 +2,49 @@ package rig
 
 import (
 	"context"
-	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 )
 
-// Shopping sends what users do besides changing themselves, from one client per customer, until
-// stop is called: in turn an order of one unit of product (shop), a post (blog), and a read of its
-// own orders. Every answer is counted like the workload's others, so a 500 fails Judge. stop
-// returns how many orders were placed (201).
-func (w *Workload) Shopping(ctx context.Context, customers []Customer, product uuid.UUID) (stop func() (placed int)) {
+// Traffic sends posts (to blog and its instances) and orders of one unit of product (to shop and
+// its instances) as members, with workers clients, each request to a target picked at random,
+// until stop is called; stop returns how many it sent. A target is a service or instance name
+// that begins with blog or shop; one that is not running gets nothing, as from a load balancer
+// that sees it down. Every answer is counted like the rest: a member the changes
+// disabled is refused (403), which is no fault.
+func (w *Workload) Traffic(ctx context.Context, members []Customer, product uuid.UUID, targets []string, workers int) (stop func() int) {
 	var stopped atomic.Bool
-	var orders atomic.Int64
+	var count atomic.Int64
 	var wg sync.WaitGroup
-	for i, c := range customers {
+	for range workers {
 		wg.Go(func() {
-			for n := 0; !stopped.Load() && ctx.Err() == nil; n++ {
-				switch n % 3 {
-				case 0:
-					body := map[string]any{"items": []map[string]any{{"product_id": product, "quantity": 1}}}
-					if w.Call(ctx, "shop", http.MethodPost, "/v1/orders", c.Token, body) == http.StatusCreated {
-						orders.Add(1)
-					}
-				case 1:
-					body := map[string]any{"title": fmt.Sprintf("post %d of customer %d", n, i), "body": "under load"}
-					w.Call(ctx, "blog", http.MethodPost, "/v1/posts", c.Token, body)
-				default:
-					w.Call(ctx, "shop", http.MethodGet, "/v1/orders", c.Token, nil)
+			for !stopped.Load() && ctx.Err() == nil {
+				m := members[rand.IntN(len(members))]
+				target := targets[rand.IntN(len(targets))]
+				if !w.sys.Running(target) {
+					time.Sleep(time.Millisecond)
+					continue
 				}
+				if strings.HasPrefix(target, "shop") {
+					w.Call(ctx, target, http.MethodPost, "/v1/orders", m.Token,
+						map[string]any{"items": []map[string]any{{"product_id": product, "quantity": 1}}})
+				} else {
+					w.Call(ctx, target, http.MethodPost, "/v1/posts", m.Token,
+						map[string]any{"title": "reliability", "body": "a post written under a fault"})
+				}
+				count.Add(1)
 			}
 		})
 	}
 	return func() int {
 		stopped.Store(true)
 		wg.Wait()
-		return int(orders.Load())
+		return int(count.Load())
 	}
 }

@@ -59,32 +59,35 @@ func (s *System) NewWorkload() *Workload {
 	return w
 }
 
-// Changes makes n changes of users with workers concurrent clients: a quarter registrations, the
-// rest role and status changes of users registered so far (registrations until there are some).
-// It returns when all n were attempted, or ctx ends.
+// Changes makes n changes of users with workers concurrent clients (Change: a quarter
+// registrations, the rest role and status changes). It returns when all n were attempted, or ctx
+// ends.
 func (w *Workload) Changes(ctx context.Context, n, workers int) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil && next.Add(1) <= int64(n) {
-				w.Change(ctx)
-			}
-		})
-	}
-	wg.Wait()
+	w.each(ctx, n, workers, func() { w.Change(ctx) })
 }
 
-// Background makes changes with workers clients until stop is called, and returns how many it
-// attempted. Every change is answered or timed out before stop returns.
+// Background makes changes (Change) with workers clients until stop is called, and returns how
+// many it attempted. Every change is answered or timed out before stop returns.
 func (w *Workload) Background(ctx context.Context, workers int) (stop func() int) {
+	return w.loop(ctx, workers, w.Change)
+}
+
+// BackgroundUpdates makes role and status changes (Update) with workers clients until stop is
+// called, as Background does.
+func (w *Workload) BackgroundUpdates(ctx context.Context, workers int) (stop func() int) {
+	return w.loop(ctx, workers, w.Update)
+}
+
+// loop runs do from workers goroutines until stop is called; stop waits for them and returns how
+// many times do ran.
+func (w *Workload) loop(ctx context.Context, workers int, do func(context.Context)) (stop func() int) {
 	var stopped atomic.Bool
 	var count atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for !stopped.Load() && ctx.Err() == nil {
-				w.Change(ctx)
+				do(ctx)
 				count.Add(1)
 			}
 		})
@@ -96,31 +99,91 @@ func (w *Workload) Background(ctx context.Context, workers int) (stop func() int
 	}
 }
 
-// Change makes one change: a registration, or a role or status change of a known user.
+// Change makes one change: a registration (while fewer than 10 users are known, and a quarter of
+// the time after), or a role or status change of a known user (Update).
 func (w *Workload) Change(ctx context.Context) {
 	w.mu.Lock()
 	known := len(w.users)
+	w.mu.Unlock()
+	if known < 10 || rand.IntN(4) == 0 {
+		w.Register(ctx)
+		return
+	}
+	w.Update(ctx)
+}
+
+// Registrations registers n users with workers concurrent clients. A registration costs account
+// an argon2 hash (about 25 ms of CPU), so a check that needs many events registers a few users
+// with this and then changes them (Updates).
+func (w *Workload) Registrations(ctx context.Context, n, workers int) {
+	w.each(ctx, n, workers, func() { w.Register(ctx) })
+}
+
+// Updates makes n role and status changes of the users registered so far (a registration while
+// there are none) with workers concurrent clients: the cheap events.
+func (w *Workload) Updates(ctx context.Context, n, workers int) {
+	w.each(ctx, n, workers, func() { w.Update(ctx) })
+}
+
+// PacedUpdates makes n changes as Updates does, but starts at most perSecond of them a second, so
+// that a run of a given size lasts a given time (and spans a check's faults).
+func (w *Workload) PacedUpdates(ctx context.Context, n, workers int, perSecond float64) {
+	tick := time.NewTicker(time.Duration(float64(time.Second) / perSecond))
+	defer tick.Stop()
+	var mu sync.Mutex
+	w.each(ctx, n, workers, func() {
+		mu.Lock() // one worker waits for the tick at a time; the others wait behind it
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+		mu.Unlock()
+		if ctx.Err() == nil {
+			w.Update(ctx)
+		}
+	})
+}
+
+// Update makes one role or status change of a user registered so far, chosen at random, or a
+// registration while there is none.
+func (w *Workload) Update(ctx context.Context) {
+	w.mu.Lock()
 	var user uuid.UUID
-	if known > 0 {
-		user = w.users[rand.IntN(known)]
+	if len(w.users) > 0 {
+		user = w.users[rand.IntN(len(w.users))]
 	}
 	w.mu.Unlock()
-	switch r := rand.IntN(8); {
-	case known < 10 || r < 2:
+	if user == uuid.Nil {
 		w.Register(ctx)
-	case r < 5:
+		return
+	}
+	if rand.IntN(2) == 0 {
 		roles := []string{"user"}
 		if rand.IntN(2) == 0 {
 			roles = append(roles, "moderator")
 		}
-		w.change(ctx, checker.OpRoles, user, "/roles", map[string]any{"roles": roles})
-	default:
-		status := "active"
-		if rand.IntN(2) == 0 {
-			status = "disabled"
-		}
-		w.change(ctx, checker.OpStatus, user, "/status", map[string]any{"status": status})
+		w.SetRoles(ctx, user, roles)
+		return
 	}
+	status := "active"
+	if rand.IntN(2) == 0 {
+		status = "disabled"
+	}
+	w.SetStatus(ctx, user, status)
+}
+
+// each runs do n times over workers concurrent clients, until all n are done or ctx ends.
+func (w *Workload) each(ctx context.Context, n, workers int, do func()) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil && next.Add(1) <= int64(n) {
+				do()
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Register registers a new user and returns its id when account acknowledged it.
@@ -139,19 +202,7 @@ func (w *Workload) register(ctx context.Context) (string, uuid.UUID, bool) {
 	return email, a.User, a.Outcome == checker.Acked
 }
 
-// change sends a role or status change of user by the admin.
-func (w *Workload) change(ctx context.Context, op checker.Op, user uuid.UUID, path string, body any) {
-	a := checker.Attempt{Op: op, User: user}
-	var got uuid.UUID
-	a.Outcome, got, a.Version = w.send(ctx, "account", http.MethodPut, w.sys.URL["account"]+"/v1/users/"+user.String()+path, w.sys.Admin, body)
-	if a.Outcome == checker.Acked && got != user {
-		w.mu.Lock()
-		w.bad = append(w.bad, fmt.Sprintf("%s of %s answered user %s", op, user, got))
-		w.mu.Unlock()
-	}
-	w.log(a)
-}
-
+// log adds an attempt to the history; an acked registration joins the users changes pick from.
 func (w *Workload) log(a checker.Attempt) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
