@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/authmesh/account/internal/token"
-	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/web"
 )
 
@@ -22,34 +21,23 @@ func handleJWKS(keys *token.Keys) http.Handler {
 	})
 }
 
-// handleOpenIDConfiguration serves the discovery document (OpenID Connect Discovery 1.0, RFC
-// 8414), with URLs under base, the configured public URL. They never come from the request (Host,
-// X-Forwarded-Host or -Proto): anyone can send those, and a cache between would then hand every
-// client a jwks_uri of the sender's choosing.
+// handleOpenIDConfiguration serves the discovery document, with URLs under base, the configured
+// public URL. They never come from the request (Host, X-Forwarded-Host or -Proto): anyone can send
+// those, and a cache between would then hand every client a jwks_uri of the sender's choosing.
+//
+// It states only what is true, in the members that OpenID Connect Discovery 1.0 and RFC 8414 name:
+// who issues the tokens and where their keys are, which is all a verifier needs (docs/gateways.md
+// shows verifiers configured from them). account is neither an OpenID provider nor an OAuth
+// authorization server: it issues no ID tokens, and POST /v1/tokens takes JSON credentials, not an
+// OAuth grant. So the document names no token or authorization endpoint, no grant, response or
+// subject type, and no ID-token algorithm or claims.
 func handleOpenIDConfiguration(issuer, base string) http.Handler {
 	type response struct {
-		Issuer                           string   `json:"issuer"`
-		JWKSURI                          string   `json:"jwks_uri"`
-		TokenEndpoint                    string   `json:"token_endpoint"`
-		IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
-		TokenEndpointAuthMethods         []string `json:"token_endpoint_auth_methods_supported"`
-		GrantTypesSupported              []string `json:"grant_types_supported"`
-		ResponseTypesSupported           []string `json:"response_types_supported"`
-		SubjectTypesSupported            []string `json:"subject_types_supported"`
-		ClaimsSupported                  []string `json:"claims_supported"`
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", jwksMaxAge)
-		web.Encode(w, http.StatusOK, response{
-			Issuer:                           issuer,
-			JWKSURI:                          base + "/.well-known/jwks.json",
-			TokenEndpoint:                    base + "/v1/tokens",
-			IDTokenSigningAlgValuesSupported: []string{auth.Algorithm},
-			TokenEndpointAuthMethods:         []string{"none"},
-			GrantTypesSupported:              []string{"password"},
-			ResponseTypesSupported:           []string{"token"},
-			SubjectTypesSupported:            []string{"public"},
-			ClaimsSupported:                  []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti", "roles", "ver"},
-		})
+		web.Encode(w, http.StatusOK, response{Issuer: issuer, JWKSURI: base + "/.well-known/jwks.json"})
 	})
 }
