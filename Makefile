@@ -94,6 +94,7 @@ fuzz:
 # Validate the compose files (Debian's docker-compose package; no Docker engine needed).
 compose-check:
 	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml --profile gateway config -q
 	docker-compose -f docker-compose.yml -f deploy/compose.cluster.yml config -q
 
 clean:
