@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -25,6 +26,31 @@ const (
 )
 
 var client = &http.Client{Timeout: requestTimeout}
+
+// Exchange is one request that Call or Send made and the answer it got, with both bodies in full.
+type Exchange struct {
+	Request      *http.Request // as sent; its body is RequestBody
+	RequestBody  []byte        // nil: none
+	Response     *http.Response
+	ResponseBody []byte
+}
+
+// observer, when set, sees every exchange (see SetObserver).
+var observer atomic.Pointer[func(testing.TB, Exchange)]
+
+// SetObserver makes observe see every exchange of Call and Send once its answer is read, on the
+// goroutine of the call, with the test that made it (to fail it: e2e/apivalidate holds every
+// exchange to the services' OpenAPI documents); nil removes it. It returns a function restoring
+// the previous observer. A package's TestMain sets it before its tests run.
+func SetObserver(observe func(testing.TB, Exchange)) (restore func()) {
+	var prev *func(testing.TB, Exchange)
+	if observe == nil {
+		prev = observer.Swap(nil)
+	} else {
+		prev = observer.Swap(&observe)
+	}
+	return func() { observer.Store(prev) }
+}
 
 // Response is an HTTP answer, with its body decoded into Body when it is a JSON object.
 type Response struct {
@@ -80,6 +106,9 @@ func Send(t testing.TB, method, url string, header http.Header, body []byte) Res
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	if observe := observer.Load(); observe != nil {
+		(*observe)(t, Exchange{Request: req, RequestBody: body, Response: resp, ResponseBody: raw})
 	}
 	r := Response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.Body)

@@ -1,7 +1,9 @@
 // Package blackbox is the black-box suite: tests of a running system (account, blog, shop) that
 // use only what a client or an operator has, namely HTTP, the operator commands, and NATS to read
 // the published events. They hold the system to docs/contract.md: status codes, error codes,
-// headers and JSON shapes.
+// headers and JSON shapes. Besides, every request they make and every answer they get is held to
+// the OpenAPI document the service serves at /openapi.json, and every event they read to
+// docs/asyncapi.yaml (package e2e/apivalidate): a disagreement fails the test that met it.
 //
 // Which system:
 //

@@ -73,6 +73,9 @@ func TestUserEvents(t *testing.T) {
 		if err != nil {
 			t.Fatalf("event %d: %v", i+1, err)
 		}
+		if err := system.events.Check(msg.Subject(), msg.Headers(), msg.Data()); err != nil {
+			t.Error(err)
+		}
 		if msg.Subject() != w.subject+u.ID {
 			t.Errorf("event %d on %s, want %s%s", i+1, msg.Subject(), w.subject, u.ID)
 		}

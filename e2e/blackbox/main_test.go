@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authmesh/e2e/apitest"
+	"github.com/authmesh/e2e/apivalidate"
 	"github.com/authmesh/e2e/stack"
 	"github.com/authmesh/events/natstest"
 	"github.com/google/uuid"
@@ -30,6 +31,8 @@ var system struct {
 	// operator returns the command that runs an operator command of a service, or an error
 	// saying why there is none.
 	operator func(ctx context.Context, service string, args ...string) (*exec.Cmd, error)
+	// events holds the events the tests read to docs/asyncapi.yaml (see runValidated).
+	events *apivalidate.Events
 }
 
 func TestMain(m *testing.M) {
@@ -41,7 +44,7 @@ func run(m *testing.M) int {
 	system.adminPassword = env("ADMIN_PASSWORD", "admin-password")
 	if os.Getenv("ACCOUNT_URL") != "" {
 		useRunning()
-		return m.Run()
+		return runValidated(m)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -62,13 +65,41 @@ func run(m *testing.M) int {
 		return s.Cmd(ctx, service, args...), nil
 	}
 
-	code := m.Run()
+	code := runValidated(m)
 	if err := s.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "stop the system:", err)
 		code = 1
 	}
 	if code != 0 {
 		fmt.Fprint(os.Stderr, s.Logs(60))
+	}
+	return code
+}
+
+// runValidated runs the tests holding every request they make and every answer they get to the
+// OpenAPI documents the services serve at /openapi.json, and the events they read to
+// docs/asyncapi.yaml (package e2e/apivalidate): a disagreement fails the test that met it, naming
+// the operation and what differs. With -v it prints how much of the documents the tests reached.
+func runValidated(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := apivalidate.ForServices(ctx, map[string]string{"account": system.account, "blog": system.blog, "shop": system.shop})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "the services' OpenAPI documents:", err)
+		return 1
+	}
+	root, err := stack.WorkspaceRoot(ctx)
+	if err == nil {
+		system.events, err = apivalidate.LoadEvents(filepath.Join(root, "docs", "asyncapi.yaml"))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "the AsyncAPI document:", err)
+		return 1
+	}
+	defer apitest.SetObserver(v.Observe)()
+	code := m.Run()
+	if testing.Verbose() {
+		fmt.Print(v.Report())
 	}
 	return code
 }

@@ -22,4 +22,5 @@ func addRoutes(mux *http.ServeMux, cfg Config, authn Authenticator, logins *prom
 
 	mux.Handle("GET /.well-known/jwks.json", handleJWKS(cfg.Keys))
 	mux.Handle("GET /.well-known/openid-configuration", handleOpenIDConfiguration(cfg.Signer.Issuer, cfg.PublicURL))
+	mux.Handle("GET /openapi.json", handleOpenAPI())
 }

@@ -16,4 +16,5 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, store *postgres.Store, auth
 	mux.Handle("GET /v1/posts/{id}", handleGetPost(log, store))
 	mux.Handle("PATCH /v1/posts/{id}", authn.Require(handleUpdatePost(log, store)))
 	mux.Handle("DELETE /v1/posts/{id}", authn.Require(handleDeletePost(log, store)))
+	mux.Handle("GET /openapi.json", handleOpenAPI())
 }

@@ -17,4 +17,6 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, store *postgres.Store, auth
 	mux.Handle("POST /v1/orders", authn.Require(handlePlaceOrder(log, store)))
 	mux.Handle("GET /v1/orders", authn.Require(handleListOrders(log, store)))
 	mux.Handle("GET /v1/orders/{id}", authn.Require(handleGetOrder(log, store)))
+
+	mux.Handle("GET /openapi.json", handleOpenAPI())
 }
