@@ -192,9 +192,13 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream
 	return s, nil
 }
 
-// Consumer settings of the replicas.
+// Consumer settings of the replicas. AckWait is also how long the events an instance held when it
+// crashed wait before the server sends them again (to it, restarted, or to another instance): a
+// revocation among them is enforced that much later. So it is short, only above the bound a
+// batch's apply has (events/replica: every statement ends within Postgres's statement_timeout of
+// 5 s, a batch within 8 s, or it is given back with a nak).
 const (
-	AckWait       = 30 * time.Second
+	AckWait       = 10 * time.Second
 	MaxAckPending = 1024
 )
 

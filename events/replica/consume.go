@@ -31,7 +31,7 @@ const (
 	stopWait = 2 * time.Second
 	// batchTimeout bounds the apply, commit and acks of one batch, even after ctx is done. It is
 	// below bus.AckWait, so a batch is settled before the server would redeliver it.
-	batchTimeout = 20 * time.Second
+	batchTimeout = 8 * time.Second
 	// maxNakDelay caps the delay before a batch that failed on a transient error is redelivered.
 	maxNakDelay = time.Minute
 	// maxReasonLen caps the reason given to the server with a Term.
