@@ -91,7 +91,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		return err
 	}
 	defer l.close()
-	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
+	// A connection to Postgres is cheap to try: after an outage the relay resumes within 2 s.
+	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		err := r.lead(ctx, l, &bo)
 		if ctx.Err() != nil {

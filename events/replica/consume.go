@@ -32,8 +32,9 @@ const (
 	// batchTimeout bounds the apply, commit and acks of one batch, even after ctx is done. It is
 	// below bus.AckWait, so a batch is settled before the server would redeliver it.
 	batchTimeout = 8 * time.Second
-	// maxNakDelay caps the delay before a batch that failed on a transient error is redelivered.
-	maxNakDelay = time.Minute
+	// maxNakDelay caps the delay before a batch that failed on a transient error is redelivered:
+	// after an outage of Postgres, the replica is at most this late to resume.
+	maxNakDelay = 10 * time.Second
 	// maxReasonLen caps the reason given to the server with a Term.
 	maxReasonLen = 200
 )
@@ -54,7 +55,7 @@ type item struct {
 func (r *Replica) consume(ctx context.Context) {
 	db := &applyConn{pool: r.cfg.Pool}
 	defer db.close()
-	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		err := r.follow(ctx, db, &bo)
 		if ctx.Err() != nil {
