@@ -11,6 +11,12 @@
 // The relay reads the rows whose published_at is NULL (never "id > last seen", which skips a
 // transaction that took a lower id but committed later), wakes on the NOTIFY that Add sends with a
 // polling fallback, and holds a Postgres advisory lock so that one instance publishes at a time.
+//
+// Tracing. Add stores the W3C trace context of the span in its ctx with the row (events/tracing);
+// the relay publishes such a row with that context as the message's traceparent and tracestate
+// headers, under two spans of its own in the request's trace: "outbox dwell", from the row's
+// creation to its publish, and "publish", from the publish to the stream's acknowledgement. A row
+// written without a span (tracing off) costs nothing more and is published without them.
 package outbox
 
 import (
@@ -22,6 +28,7 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/migrate"
+	"github.com/authmesh/events/tracing"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -38,8 +45,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return migrate.Apply(ctx, pool, "outbox", migrations, "migrations")
 }
 
-// Add writes e to the outbox inside tx, the transaction of the change e records. It refuses an
-// event that fails Validate (the error wraps events.ErrInvalid): consumers could never apply it.
+// Add writes e to the outbox inside tx, the transaction of the change e records, with the trace
+// context of the span in ctx, if any. It refuses an event that fails Validate (the error wraps
+// events.ErrInvalid): consumers could never apply it.
 func Add(ctx context.Context, tx pgx.Tx, e events.Event) error {
 	if err := e.Validate(); err != nil {
 		return fmt.Errorf("add event %s to outbox: %w", e.ID, err)
@@ -50,9 +58,13 @@ func Add(ctx context.Context, tx pgx.Tx, e events.Event) error {
 	}
 	// The NOTIFY is delivered at commit, so the relay wakes when the row is visible.
 	const insert = `WITH added AS (
-		INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3) RETURNING id)
+		INSERT INTO outbox (event_id, subject, payload, trace_context) VALUES ($1, $2, $3, $4) RETURNING id)
 	SELECT pg_notify('` + notifyChannel + `', '') FROM added`
-	if _, err := tx.Exec(ctx, insert, e.ID, e.Subject(), payload); err != nil {
+	var trace *string // NULL without a span
+	if tc := tracing.Text(ctx); tc != "" {
+		trace = &tc
+	}
+	if _, err := tx.Exec(ctx, insert, e.ID, e.Subject(), payload, trace); err != nil {
 		return fmt.Errorf("add event %s to outbox: %w", e.ID, err)
 	}
 	return nil

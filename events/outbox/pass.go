@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 const (
@@ -66,6 +67,7 @@ type pass struct {
 	link      *link
 	timeout   time.Duration
 	published prometheus.Counter
+	tracer    trace.Tracer
 
 	// limit is the publishes in flight at most: 1 after a failure, until a first acknowledgement
 	// shows that the stream answers again, window otherwise.
@@ -95,6 +97,7 @@ type inFlight struct {
 	row  row
 	ack  jetstream.PubAckFuture
 	sent time.Time
+	span trace.Span // the publish span of a row with a trace context, else nil
 }
 
 type acked struct{ id, seq int64 }
@@ -106,7 +109,7 @@ type acked struct{ id, seq int64 }
 // with a window of one, as after a failure.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, l *link, cautious bool) (err error) {
 	p := &pass{
-		conn: conn, link: l, timeout: r.cfg.PublishTimeout, published: r.m.published,
+		conn: conn, link: l, timeout: r.cfg.PublishTimeout, published: r.m.published, tracer: r.tracer,
 		limit: window, more: true,
 		held: map[string][]row{}, waiting: map[string]int{},
 		progress: time.Now(),
@@ -156,7 +159,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, l *link, cautious boo
 // read appends the next page of pending rows to the queue: a single row while the window is one,
 // as after a failure (a retry every 100 ms during an election should not read a page each time).
 func (p *pass) read(ctx context.Context) error {
-	const pending = `SELECT id, event_id, subject, payload FROM outbox
+	const pending = `SELECT ` + rowColumns + ` FROM outbox
 		WHERE published_at IS NULL AND id > $1 ORDER BY id LIMIT $2`
 	size := pageSize
 	if p.limit == 1 {
@@ -194,7 +197,11 @@ func (p *pass) send() {
 			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", ev.EventID, nats.ErrDisconnected)}
 			return
 		}
-		msg := &nats.Msg{Subject: ev.Subject, Data: ev.Payload, Header: nats.Header{}}
+		ctx, span := context.Background(), trace.Span(nil)
+		if ev.Trace != "" {
+			ctx, span = startPublish(p.tracer, ev, time.Now())
+		}
+		msg := ev.message(ctx)
 		// No retries inside the client: a "no responders" is reported at once, and the relay
 		// retries the pass itself.
 		ack, err := p.link.pub.PublishMsgAsync(msg,
@@ -203,9 +210,10 @@ func (p *pass) send() {
 			jetstream.WithRetryAttempts(0))
 		if err != nil {
 			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", ev.EventID, err)}
+			endPublish(span, nil, p.err)
 			return
 		}
-		p.flight = append(p.flight, inFlight{row: ev, ack: ack, sent: time.Now()})
+		p.flight = append(p.flight, inFlight{row: ev, ack: ack, sent: time.Now(), span: span})
 	}
 }
 
@@ -256,11 +264,14 @@ func (p *pass) await() {
 		t.Stop()
 	}
 	if err != nil {
+		err = &publishError{err: fmt.Errorf("publish event %s: %w", head.row.EventID, err)}
+		endPublish(head.span, nil, err)
 		if p.err == nil {
-			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", head.row.EventID, err)}
+			p.err = err
 		}
 		return
 	}
+	endPublish(head.span, ack, nil)
 	p.progress = time.Now()
 	p.limit = window
 	p.acked = append(p.acked, acked{id: head.row.ID, seq: int64(ack.Sequence)})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/tracing"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,10 +22,27 @@ const republishTimeout = 5 * time.Second
 
 // row is an event of the outbox, as published.
 type row struct {
-	ID      int64
-	EventID uuid.UUID
-	Subject string
-	Payload []byte
+	ID        int64
+	EventID   uuid.UUID
+	Subject   string
+	Payload   []byte
+	CreatedAt time.Time
+	// Trace is the trace context of the request that wrote the row (tracing.Text), "" when none.
+	Trace string
+}
+
+// rowColumns are the columns of a row, in the order of its fields.
+const rowColumns = `id, event_id, subject, payload, created_at, COALESCE(trace_context, '')`
+
+// message returns the message of ev: its subject, its payload and, when the row has one, the trace
+// context of parent (a span of the relay's, or else the row's own context) as the traceparent and
+// tracestate headers.
+func (ev row) message(parent context.Context) *nats.Msg {
+	msg := &nats.Msg{Subject: ev.Subject, Data: ev.Payload, Header: nats.Header{}}
+	if ev.Trace != "" {
+		tracing.Inject(parent, msg.Header)
+	}
+	return msg
 }
 
 // publish publishes ev to the USERS stream with its event id as Nats-Msg-Id, waiting up to
@@ -35,7 +53,7 @@ func publish(ctx context.Context, js jetstream.JetStream, timeout time.Duration,
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pub := func() (*jetstream.PubAck, error) {
-		msg := &nats.Msg{Subject: ev.Subject, Data: ev.Payload, Header: nats.Header{}}
+		msg := ev.message(tracing.FromText(ctx, ev.Trace))
 		// No retries inside the client: a missing stream is reported at once (it would otherwise
 		// look like a timeout), and the callers retry with their own backoff.
 		return js.PublishMsg(ctx, msg,
@@ -66,14 +84,14 @@ type Republished struct {
 }
 
 // Republish publishes again every kept event created at or after since (every event when since
-// is zero), in id order, with its original Nats-Msg-Id, and records the stream sequence each
+// is zero), in id order, with its original Nats-Msg-Id and trace context, and records the stream sequence each
 // gets. It restores a stream that lost messages or was recreated; inside the stream's duplicate
 // window, an event the stream still holds is not stored twice. It reports what it did, also when
 // it stops on an error; running it again is safe.
 func Republish(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, since time.Time) (Republished, error) {
 	// Paging by id is right here, unlike in the relay: this is a pass over what exists now, and
 	// rows committed later are the relay's to publish.
-	const page = `SELECT id, event_id, subject, payload FROM outbox
+	const page = `SELECT ` + rowColumns + ` FROM outbox
 		WHERE id > $1 AND created_at >= $2 ORDER BY id LIMIT 500`
 	const mark = `UPDATE outbox SET stream_seq = $2, published_at = COALESCE(published_at, now())
 		WHERE id = $1`

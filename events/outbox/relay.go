@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 )
 
 const (
@@ -58,12 +60,16 @@ type RelayConfig struct {
 	PublishTimeout time.Duration
 	// Metrics, when set, receives the relay's metrics (published, pending, oldest pending age).
 	Metrics prometheus.Registerer
+	// TracerProvider makes the spans of the rows that carry a trace context; the global one
+	// (events/tracing.Setup) when nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Relay publishes the outbox to JetStream.
 type Relay struct {
-	cfg RelayConfig
-	m   *metrics
+	cfg    RelayConfig
+	m      *metrics
+	tracer trace.Tracer
 }
 
 // NewRelay returns a relay. Call Run to start it.
@@ -77,7 +83,10 @@ func NewRelay(cfg RelayConfig) *Relay {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{cfg: cfg, m: newMetrics(cfg.Metrics)}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	return &Relay{cfg: cfg, m: newMetrics(cfg.Metrics), tracer: cfg.TracerProvider.Tracer(tracerName)}
 }
 
 // Run publishes pending events until ctx is done, then returns nil. It survives outages of NATS

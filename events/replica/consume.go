@@ -318,7 +318,7 @@ func clean(s string) string {
 
 // commit applies items, records their dead letters and the last applied sequence, in one
 // transaction on db, sent in one round trip. While it commits, the users of the batch are kept out
-// of this instance's view (view.hold).
+// of this instance's view (view.hold). The events that carry a trace context get an apply span.
 func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error {
 	start := time.Now()
 	b := &pgx.Batch{}
@@ -336,9 +336,11 @@ func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error
 	}
 	queueSetApplied(b, last)
 	users := batchUsers(items)
+	spans := r.startApply(items, start)
 	r.view.hold(users)
 	err := db.run(ctx, b)
 	r.view.release(users)
+	endApply(spans, items, changed, err)
 	if err != nil {
 		return err
 	}

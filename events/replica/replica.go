@@ -5,7 +5,9 @@
 // one Postgres transaction per batch, and acks only after the commit. An event changes a row
 // only when its version is newer than the row's, so duplicates, redeliveries, reordering and
 // replays converge. Undecodable or invalid events are terminated and recorded as dead letters with
-// their stream sequence and the reason; transient database errors are retried with a delay.
+// their stream sequence and the reason; transient database errors are retried with a delay. An
+// event whose message carries a W3C trace context (events/tracing) gets an apply span in the
+// trace of the request that made it.
 //
 // User answers who a token's subject is. When the replica lacks the user, or holds an older
 // version than the token was issued at, it waits (bounded by Config.Wait) to be woken by the
@@ -38,6 +40,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Errors of User. Both are auth.ErrNotCurrent to the middleware, which answers 503
@@ -66,6 +70,9 @@ type Config struct {
 	// Metrics, when set, receives the replica's metrics (events applied, skipped, dead-lettered,
 	// lag, waits).
 	Metrics prometheus.Registerer
+	// TracerProvider makes the apply spans of the events that carry a trace context; the global
+	// one (events/tracing.Setup) when nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Replica is a service's user replica. User may be called from any goroutine; Run is called once.
@@ -75,6 +82,7 @@ type Replica struct {
 	// attached is true once the durable consumer exists; until then Ready reports why not.
 	attached atomic.Bool
 	m        *metrics
+	tracer   trace.Tracer
 	waiters  waiters
 	// view answers User from memory for the users it holds (nil: no view).
 	view *view
@@ -106,7 +114,11 @@ func New(cfg Config) (*Replica, error) {
 	if cfg.ViewSize == 0 {
 		cfg.ViewSize = DefaultViewSize
 	}
-	return &Replica{cfg: cfg, m: newMetrics(cfg.Metrics), view: newView(cfg.ViewSize)}, nil
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	return &Replica{cfg: cfg, m: newMetrics(cfg.Metrics), tracer: cfg.TracerProvider.Tracer(tracerName),
+		view: newView(cfg.ViewSize)}, nil
 }
 
 // Run waits for the USERS stream, declares the durable consumer, then applies events until ctx is

@@ -18,6 +18,7 @@ import (
 
 	"github.com/authmesh/events/bus"
 	"github.com/authmesh/events/pg"
+	"github.com/authmesh/events/tracing"
 	"github.com/authmesh/events/web"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -168,15 +169,27 @@ type Worker func(ctx context.Context) error
 // Serve registers /healthz, /readyz (with checks added to Base's) and /metrics on mux, serves it on
 // HTTP_ADDR beside the workers, and returns when ctx is done or a worker fails. It stops in order:
 // the HTTP server stops accepting and finishes in-flight requests, then the workers are stopped
-// and waited for.
-func (b *Base) Serve(ctx context.Context, mux *http.ServeMux, checks map[string]web.Check, workers ...Worker) error {
+// and waited for, then the spans still buffered are exported.
+//
+// Serve sets up tracing as the OTEL_* environment asks (tracing.Setup: off when it names no
+// exporter); the requests are then traced around everything web.Handler does, and the workers
+// trace through the global tracer provider.
+func (b *Base) Serve(ctx context.Context, mux *http.ServeMux, checks map[string]web.Check, workers ...Worker) (err error) {
+	tr, err := tracing.Setup(ctx, b.Config.Name, b.Log)
+	if err != nil {
+		return err
+	}
+	if tr.Enabled() {
+		b.Log.Info("tracing: exporting spans over OTLP/HTTP")
+	}
+	defer func() { err = errors.Join(err, tr.Shutdown(ctx)) }()
 	all := b.Checks()
 	for k, v := range checks {
 		all[k] = v
 	}
 	web.HandleHealth(mux, all)
 	web.HandleMetrics(mux, b.Metrics)
-	srv := web.NewServer(b.Config.HTTPAddr, web.Handler(mux, b.Log, b.Metrics), b.Log)
+	srv := web.NewServer(b.Config.HTTPAddr, tr.Handler(mux, web.Handler(mux, b.Log, b.Metrics)), b.Log)
 	ln, err := web.Listen(srv)
 	if err != nil {
 		return err
