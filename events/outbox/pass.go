@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -66,6 +67,7 @@ type pass struct {
 	link      *link
 	timeout   time.Duration
 	published prometheus.Counter
+	log       *slog.Logger
 
 	// limit is the publishes in flight at most: 1 after a failure, until a first acknowledgement
 	// shows that the stream answers again, window otherwise.
@@ -106,7 +108,7 @@ type acked struct{ id, seq int64 }
 // with a window of one, as after a failure.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, l *link, cautious bool) (err error) {
 	p := &pass{
-		conn: conn, link: l, timeout: r.cfg.PublishTimeout, published: r.m.published,
+		conn: conn, link: l, timeout: r.cfg.PublishTimeout, published: r.m.published, log: r.cfg.Log,
 		limit: window, more: true,
 		held: map[string][]row{}, waiting: map[string]int{},
 		progress: time.Now(),
@@ -191,7 +193,7 @@ func (p *pass) send() {
 		if !p.link.nc.IsConnected() {
 			// The client would buffer the publish until it reconnects; the relay waits for that
 			// itself, and sends afresh.
-			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", ev.EventID, nats.ErrDisconnected)}
+			p.err = &publishError{row: ev, err: fmt.Errorf("publish event %s: %w", ev.EventID, nats.ErrDisconnected)}
 			return
 		}
 		msg := &nats.Msg{Subject: ev.Subject, Data: ev.Payload, Header: nats.Header{}}
@@ -202,7 +204,7 @@ func (p *pass) send() {
 			jetstream.WithExpectStream(events.StreamName),
 			jetstream.WithRetryAttempts(0))
 		if err != nil {
-			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", ev.EventID, err)}
+			p.err = &publishError{row: ev, err: fmt.Errorf("publish event %s: %w", ev.EventID, err)}
 			return
 		}
 		p.flight = append(p.flight, inFlight{row: ev, ack: ack, sent: time.Now()})
@@ -257,13 +259,16 @@ func (p *pass) await() {
 	}
 	if err != nil {
 		if p.err == nil {
-			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", head.row.EventID, err)}
+			p.err = &publishError{row: head.row, err: fmt.Errorf("publish event %s: %w", head.row.EventID, err)}
 		}
 		return
 	}
 	p.progress = time.Now()
 	p.limit = window
 	p.acked = append(p.acked, acked{id: head.row.ID, seq: int64(ack.Sequence)})
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("event published", head.row.logArgs("stream_seq", ack.Sequence, "duplicate", ack.Duplicate)...)
+	}
 	u := head.row.user()
 	if p.waiting[u]--; p.waiting[u] == 0 {
 		delete(p.waiting, u)
@@ -352,6 +357,13 @@ func mark(ctx context.Context, db execer, rows []acked, published prometheus.Cou
 	}
 	published.Add(float64(len(ids)))
 	return nil
+}
+
+// logArgs are the attributes of a log line about the event, then more: its user and its id, which
+// every line of the pipeline names (with stream_seq once the stream has stored it), so that one
+// event can be followed from account's log to the replicas'.
+func (r row) logArgs(more ...any) []any {
+	return append([]any{"user_id", r.user(), "event_id", r.EventID.String()}, more...)
 }
 
 // user returns the user an event is about, the last token of its subject
