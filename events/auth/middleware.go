@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/authmesh/events"
+	"github.com/authmesh/events/logging"
 	"github.com/authmesh/events/web"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -214,7 +215,8 @@ func UserFrom(ctx context.Context) (events.User, bool) {
 	return u, ok
 }
 
-// WithUser returns ctx carrying u, as Require does; for tests of handlers.
+// WithUser returns ctx carrying u, as Require does; for tests of handlers. The lines logged with
+// it name the user (user_id, events/logging), and so does the request's access line.
 func WithUser(ctx context.Context, u events.User) context.Context {
-	return context.WithValue(ctx, ctxKey{}, u)
+	return context.WithValue(logging.WithUserID(ctx, u.ID.String()), ctxKey{}, u)
 }

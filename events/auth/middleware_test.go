@@ -13,6 +13,7 @@ import (
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/auth"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/logging"
 	"github.com/authmesh/events/replica"
 	"github.com/authmesh/events/web"
 	"github.com/google/go-cmp/cmp"
@@ -184,6 +185,12 @@ func TestWithUser(t *testing.T) {
 	}
 	if diff := cmp.Diff(u, got); diff != "" {
 		t.Errorf("UserFrom(WithUser) (-want +got):\n%s", diff)
+	}
+	// The lines logged with the request's context, and its access line, name the user.
+	req := logging.WithRequestID(context.Background(), "r-1")
+	auth.WithUser(req, u)
+	if got := logging.UserID(req); got != u.ID.String() {
+		t.Errorf("logging.UserID of the request after WithUser = %q, want %s", got, u.ID)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -68,6 +69,7 @@ type pass struct {
 	timeout   time.Duration
 	published prometheus.Counter
 	tracer    trace.Tracer
+	log       *slog.Logger
 
 	// limit is the publishes in flight at most: 1 after a failure, until a first acknowledgement
 	// shows that the stream answers again, window otherwise.
@@ -109,7 +111,7 @@ type acked struct{ id, seq int64 }
 // with a window of one, as after a failure.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, l *link, cautious bool) (err error) {
 	p := &pass{
-		conn: conn, link: l, timeout: r.cfg.PublishTimeout, published: r.m.published, tracer: r.tracer,
+		conn: conn, link: l, timeout: r.cfg.PublishTimeout, published: r.m.published, tracer: r.tracer, log: r.cfg.Log,
 		limit: window, more: true,
 		held: map[string][]row{}, waiting: map[string]int{},
 		progress: time.Now(),
@@ -194,7 +196,7 @@ func (p *pass) send() {
 		if !p.link.nc.IsConnected() {
 			// The client would buffer the publish until it reconnects; the relay waits for that
 			// itself, and sends afresh.
-			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", ev.EventID, nats.ErrDisconnected)}
+			p.err = &publishError{row: ev, err: fmt.Errorf("publish event %s: %w", ev.EventID, nats.ErrDisconnected)}
 			return
 		}
 		ctx, span := context.Background(), trace.Span(nil)
@@ -209,7 +211,7 @@ func (p *pass) send() {
 			jetstream.WithExpectStream(events.StreamName),
 			jetstream.WithRetryAttempts(0))
 		if err != nil {
-			p.err = &publishError{err: fmt.Errorf("publish event %s: %w", ev.EventID, err)}
+			p.err = &publishError{row: ev, err: fmt.Errorf("publish event %s: %w", ev.EventID, err)}
 			endPublish(span, nil, p.err)
 			return
 		}
@@ -264,7 +266,7 @@ func (p *pass) await() {
 		t.Stop()
 	}
 	if err != nil {
-		err = &publishError{err: fmt.Errorf("publish event %s: %w", head.row.EventID, err)}
+		err = &publishError{row: head.row, err: fmt.Errorf("publish event %s: %w", head.row.EventID, err)}
 		endPublish(head.span, nil, err)
 		if p.err == nil {
 			p.err = err
@@ -275,6 +277,9 @@ func (p *pass) await() {
 	p.progress = time.Now()
 	p.limit = window
 	p.acked = append(p.acked, acked{id: head.row.ID, seq: int64(ack.Sequence)})
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("event published", head.row.logArgs("stream_seq", ack.Sequence, "duplicate", ack.Duplicate)...)
+	}
 	u := head.row.user()
 	if p.waiting[u]--; p.waiting[u] == 0 {
 		delete(p.waiting, u)
@@ -363,6 +368,13 @@ func mark(ctx context.Context, db execer, rows []acked, published prometheus.Cou
 	}
 	published.Add(float64(len(ids)))
 	return nil
+}
+
+// logArgs are the attributes of a log line about the event, then more: its user and its id, which
+// every line of the pipeline names (with stream_seq once the stream has stored it), so that one
+// event can be followed from account's log to the replicas'.
+func (r row) logArgs(more ...any) []any {
+	return append([]any{"user_id", r.user(), "event_id", r.EventID.String()}, more...)
 }
 
 // user returns the user an event is about, the last token of its subject

@@ -315,14 +315,14 @@ type failures struct {
 	gauged   time.Time // when the gauges were last updated
 }
 
-func (f *failures) add(log *slog.Logger, err error) {
+func (f *failures) add(log *slog.Logger, err *publishError) {
 	now := time.Now()
 	if f.n == 0 {
 		f.since = now
 	}
 	f.n++
 	if f.n == 1 || now.Sub(f.logged) >= failureLogEvery {
-		log.Warn("publish outbox events, will retry", "err", err, "failures", f.n, "since", f.since)
+		log.Warn("publish outbox events, will retry", err.row.logArgs("err", err, "failures", f.n, "since", f.since)...)
 		f.logged = now
 	}
 }
@@ -335,8 +335,12 @@ func (f *failures) end(log *slog.Logger) {
 	*f = failures{}
 }
 
-// publishError is a failure to publish, as opposed to a failure of the database.
-type publishError struct{ err error }
+// publishError is a failure to publish, as opposed to a failure of the database: of the event row,
+// the first that failed.
+type publishError struct {
+	row row
+	err error
+}
 
 func (e *publishError) Error() string { return e.err.Error() }
 func (e *publishError) Unwrap() error { return e.err }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -227,7 +228,8 @@ func (r *Replica) handle(ctx context.Context, db *applyConn, msgs []jetstream.Ms
 		meta, err := m.Metadata()
 		if err != nil {
 			// Not a message of a consumer: there is no sequence to record it under.
-			r.cfg.Log.Error("event without metadata, terminated", "subject", m.Subject(), "err", err)
+			user, id := msgIDs(m)
+			r.cfg.Log.Error("event without metadata, terminated", "user_id", user, "event_id", id, "subject", m.Subject(), "err", err)
 			_ = m.TermWithReason("no metadata")
 			continue
 		}
@@ -244,25 +246,25 @@ func (r *Replica) handle(ctx context.Context, db *applyConn, msgs []jetstream.Ms
 		return true
 	}
 	if transient(err) {
-		r.cfg.Log.Warn("apply batch, will retry", "events", len(items), "err", err)
+		r.cfg.Log.Warn("apply batch, will retry", batchLogArgs(items, "err", err)...)
 		r.nak(items)
 		return false
 	}
-	r.cfg.Log.Warn("apply batch, applying its events one by one", "events", len(items), "err", err)
+	r.cfg.Log.Warn("apply batch, applying its events one by one", batchLogArgs(items, "err", err)...)
 	for i := range items {
 		one := items[i : i+1]
 		err := r.commit(ctx, db, one)
 		if err != nil && !transient(err) {
 			one[0].reason = "apply: " + err.Error()
-			r.cfg.Log.Warn("event cannot be applied, dead-lettered", "seq", one[0].seq, "err", err)
+			r.cfg.Log.Warn("event cannot be applied, dead-lettered", one[0].logArgs("err", err)...)
 			err = r.commit(ctx, db, one)
 			if err != nil && !transient(err) {
-				r.cfg.Log.Error("dead letter cannot be recorded, event terminated", "seq", one[0].seq, "err", err)
+				r.cfg.Log.Error("dead letter cannot be recorded, event terminated", one[0].logArgs("err", err)...)
 				err = nil
 			}
 		}
 		if err != nil {
-			r.cfg.Log.Warn("apply event, will retry", "seq", one[0].seq, "err", err)
+			r.cfg.Log.Warn("apply event, will retry", one[0].logArgs("err", err)...)
 			r.nak(items[i:])
 			return false
 		}
@@ -309,6 +311,40 @@ func (it item) deadLetter() DeadLetter {
 		d.UserID = &id
 	}
 	return d
+}
+
+// logArgs are the attributes of a log line about it, then more: its user, its event id and its
+// stream sequence, which every line of the pipeline names (account's outbox names the same), so
+// that one event can be followed from account's log to the replicas'. The user is the one its
+// subject names (the one a dead letter is recorded for), and the ids are the payload's where the
+// message names none.
+func (it item) logArgs(more ...any) []any {
+	user, id := msgIDs(it.msg)
+	if user == "" && it.event.User.ID != uuid.Nil {
+		user = it.event.User.ID.String()
+	}
+	if it.event.ID != uuid.Nil {
+		id = it.event.ID.String()
+	}
+	return append([]any{"user_id", user, "event_id", id, "stream_seq", it.seq}, more...)
+}
+
+// msgIDs returns the user and the event id of a message as its subject and its Nats-Msg-Id header
+// name them; "" for what they do not name.
+func msgIDs(m jetstream.Msg) (user, event string) {
+	if id, ok := events.SubjectUser(m.Subject()); ok {
+		user = id.String()
+	}
+	if h := m.Headers(); h != nil {
+		event = h.Get(jetstream.MsgIDHeader)
+	}
+	return user, event
+}
+
+// batchLogArgs are the attributes of a log line about a batch, then more: its size and the stream
+// sequences of its first and last events (the lines about one of its events name it).
+func batchLogArgs(items []item, more ...any) []any {
+	return append([]any{"events", len(items), "first_stream_seq", items[0].seq, "last_stream_seq", items[len(items)-1].seq}, more...)
 }
 
 // clean makes s valid UTF-8 without NUL, as Postgres text requires.
@@ -421,7 +457,9 @@ func (r *Replica) settle(items []item) {
 			err = it.msg.Ack()
 		}
 		if err != nil {
-			r.cfg.Log.Debug("settle event", "seq", it.seq, "err", err)
+			r.cfg.Log.Debug("settle event", it.logArgs("err", err)...)
+		} else if it.reason == "" && r.cfg.Log.Enabled(context.Background(), slog.LevelDebug) {
+			r.cfg.Log.Debug("event committed", it.logArgs("type", it.event.Type, "version", it.event.User.Version)...)
 		}
 	}
 }
@@ -430,7 +468,7 @@ func (r *Replica) settle(items []item) {
 func (r *Replica) nak(items []item) {
 	for _, it := range items {
 		if err := it.msg.NakWithDelay(nakDelay(it.delivered)); err != nil {
-			r.cfg.Log.Debug("nak event", "seq", it.seq, "err", err)
+			r.cfg.Log.Debug("nak event", it.logArgs("err", err)...)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/authmesh/events/bus"
+	"github.com/authmesh/events/logging"
 	"github.com/authmesh/events/pg"
 	"github.com/authmesh/events/tracing"
 	"github.com/authmesh/events/web"
@@ -94,13 +95,15 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// NewLogger returns a JSON logger writing to w at the given level.
+// NewLogger returns a JSON logger writing to w at the given level (info when it is not one of
+// LOG_LEVEL's values), one object a line. A line logged with a request's context carries the
+// request's request_id, and user_id once it is authenticated (events/logging).
 func NewLogger(w io.Writer, level string) *slog.Logger {
 	l, err := parseLevel(level)
 	if err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(logging.NewHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})))
 }
 
 // Conn is how the service connects to NATS, as client name (the service's name when empty).

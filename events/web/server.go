@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/authmesh/events/logging"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -109,8 +110,10 @@ func HandleMetrics(mux *http.ServeMux, reg *prometheus.Registry) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 }
 
-// Handler wraps a service's mux with what every request gets: a request id, panic recovery,
-// problem+json answers for unknown routes and methods, and request metrics in reg.
+// Handler wraps a service's mux with what every request gets: a request id (the client's
+// X-Request-Id, up to 128 bytes, else a new one; sent back, and put in the request's context for
+// the lines it logs, see events/logging), panic recovery, problem+json answers for unknown routes
+// and methods, request metrics in reg, and an access line in log once the request is done.
 func Handler(mux *http.ServeMux, log *slog.Logger, reg *prometheus.Registry) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "http_requests_total",
@@ -130,6 +133,8 @@ func Handler(mux *http.ServeMux, log *slog.Logger, reg *prometheus.Registry) htt
 			id = uuid.NewString()
 		}
 		w.Header().Set("X-Request-Id", id)
+		ctx := logging.WithRequestID(r.Context(), id)
+		r = r.WithContext(ctx)
 		sw := &statusWriter{ResponseWriter: w}
 		// The mux itself serves a routed request: only ServeMux.ServeHTTP sets r.PathValue.
 		var h http.Handler = mux
@@ -143,16 +148,51 @@ func Handler(mux *http.ServeMux, log *slog.Logger, reg *prometheus.Registry) htt
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				log.Error("panic", "method", r.Method, "path", r.URL.Path, "request_id", id, "panic", v, "stack", string(debug.Stack()))
+				log.ErrorContext(ctx, "panic", "method", r.Method, "path", r.URL.Path, "request_id", id, "panic", v, "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					Internal().Write(sw)
 				}
 			}
+			took := time.Since(start)
 			requests.WithLabelValues(pattern, r.Method, strconv.Itoa(sw.code())).Inc()
-			duration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+			duration.WithLabelValues(pattern).Observe(took.Seconds())
+			logAccess(ctx, log, r, pattern, sw, took)
 		}()
 		h.ServeHTTP(sw, r)
 	})
+}
+
+// quietRoutes are the routes of probes and scrapes, whose access lines are logged at debug: at
+// info they would flood the log with a line every few seconds.
+var quietRoutes = map[string]bool{"GET /healthz": true, "GET /readyz": true, "GET /metrics": true}
+
+// logAccess logs the access line of a request that is done: one line a request, at info (debug
+// for quietRoutes), with the route pattern as well as the path, the status and bytes sent, the
+// duration, the connection's address, the request id, and the user once authenticated.
+func logAccess(ctx context.Context, log *slog.Logger, r *http.Request, route string, sw *statusWriter, took time.Duration) {
+	level := slog.LevelInfo
+	if quietRoutes[route] {
+		level = slog.LevelDebug
+	}
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", sw.code()),
+		slog.Int64("bytes", sw.bytes),
+		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+		slog.String("remote_addr", r.RemoteAddr),
+		// Named here too, so that the line is whole whatever handler log has; events/logging adds
+		// neither a second time.
+		slog.String(logging.RequestIDKey, logging.RequestID(ctx)),
+	}
+	if uid := logging.UserID(ctx); uid != "" {
+		attrs = append(attrs, slog.String(logging.UserIDKey, uid))
+	}
+	log.LogAttrs(ctx, level, "request", attrs...)
 }
 
 // unrouted turns the mux's plain-text 404 and 405 into problems, keeping its Allow header.
@@ -181,10 +221,11 @@ func (c *captureWriter) Header() http.Header         { return c.header }
 func (c *captureWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (c *captureWriter) WriteHeader(code int)        { c.status = code }
 
-// statusWriter records the status a handler sent.
+// statusWriter records the status a handler sent, and the bytes of the body.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int64
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -198,7 +239,9 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
 }
 
 func (s *statusWriter) code() int {

@@ -5,6 +5,7 @@
 // Usage:
 //
 //	account [serve]                          serve the HTTP API (the default)
+//	account version                          print the version, Go version and VCS revision
 //	account keys rotate                      add a new signing key and make it current
 //	account keys reseal                      seal every signing key again with the first secret
 //	account outbox status                    print pending and published outbox counts, and
@@ -55,6 +56,8 @@ const usage = `usage: account [command]
 
 commands:
   serve                              serve the HTTP API (the default when no command is given)
+  version                            print the module version, the Go version and the VCS revision
+                                     the binary was built from
   keys rotate                        add a new signing key and make it current once published; the
                                      previous public key stays published until every token it signed
                                      has expired
@@ -122,6 +125,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 1 && isHelp(args[0]) {
 		fmt.Fprint(stdout, usage)
 		return nil
+	}
+	if len(args) == 1 && args[0] == "version" { // needs no configuration
+		return service.WriteVersion(stdout, "account")
 	}
 	cmd, rest, ok := lookup(args)
 	if ok && len(rest) == 1 && isHelp(rest[0]) {

@@ -4,6 +4,7 @@
 // Usage:
 //
 //	blog [serve]
+//	blog version
 //	blog replica status [--json] | rebuild [--from-seq N | --since RFC3339] | verify | dead-letters [list | retry [--seq N]]
 //
 // Configuration is read from the environment (see loadConfig). The replica commands are the
@@ -50,7 +51,7 @@ func main() {
 // errUsage is returned by run for a command line it does not understand, after printing usage.
 var errUsage = errors.New("usage")
 
-const usage = "usage: blog [serve] | blog replica <command> (blog replica help)"
+const usage = "usage: blog [serve] | blog version | blog replica <command> (blog replica help)"
 
 // run is the program: it reads the command from args and the configuration through getenv,
 // logs to stderr, prints a command's output to stdout, and returns when the command is done or,
@@ -76,6 +77,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return replicacmd.ExitCode(code)
 		}
 		return nil
+	case len(args) == 1 && args[0] == "version":
+		return service.WriteVersion(stdout, "blog")
 	case len(args) == 1 && isHelp(args[0]):
 		fmt.Fprintln(stdout, usage)
 		return nil

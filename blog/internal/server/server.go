@@ -120,14 +120,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		web.Forbidden("you may not do this to this post").Write(w)
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
-		log.Debug("request canceled", "method", r.Method, "path", r.URL.Path)
+		log.DebugContext(r.Context(), "request canceled", "method", r.Method, "path", r.URL.Path)
 		web.Unavailable("the request was canceled", time.Second).Write(w)
 	case errors.Is(err, blog.ErrUnavailable):
-		log.Warn("storage unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		log.WarnContext(r.Context(), "storage unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		web.Unavailable("the service is temporarily unavailable", 2*time.Second).Write(w)
 	default:
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path,
-			"request_id", w.Header().Get("X-Request-Id"), "err", err)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		web.Internal().Write(w)
 	}
 }

@@ -4,6 +4,7 @@
 // Usage:
 //
 //	shop [serve]
+//	shop version
 //	shop replica status [--json] | rebuild [--from-seq N | --since RFC3339] | verify | dead-letters [list | retry [--seq N]]
 //
 // Configuration is read from the environment (see loadConfig and docs/contract.md). The replica
@@ -51,7 +52,7 @@ func main() {
 // errUsage is returned by run for a command line it does not understand, after printing usage.
 var errUsage = errors.New("usage")
 
-const usage = "usage: shop [serve] | shop replica <command> (shop replica help)"
+const usage = "usage: shop [serve] | shop version | shop replica <command> (shop replica help)"
 
 // run is the program: it reads the command from args and the configuration through getenv,
 // logs to stderr, prints a command's output to stdout, and returns when the command is done or,
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return replicacmd.ExitCode(code)
 		}
 		return nil
+	case len(args) == 1 && args[0] == "version":
+		return service.WriteVersion(stdout, "shop")
 	case len(args) == 1 && isHelp(args[0]):
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -88,18 +88,15 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		p = web.NewProblem(http.StatusUnprocessableEntity, web.CodeIdempotencyKeyReused,
 			"the Idempotency-Key was used before with a different request")
 	case errors.Is(err, shop.ErrUnavailable):
-		log.Warn("request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w), "err", err)
+		log.WarnContext(r.Context(), "request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		p = web.Unavailable("the shop is busy, retry shortly", time.Second)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
-		log.Debug("request canceled", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w))
+		log.DebugContext(r.Context(), "request canceled", "method", r.Method, "path", r.URL.Path)
 		p = web.Unavailable("the request was canceled", time.Second)
 	default:
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", requestID(w), "err", err)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		p = web.Internal()
 	}
 	p.Write(w)
 }
-
-// requestID is the id web.Handler gave the request.
-func requestID(w http.ResponseWriter) string { return w.Header().Get("X-Request-Id") }
