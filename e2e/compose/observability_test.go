@@ -31,7 +31,8 @@ const (
 // only; Prometheus running deploy/prometheus/prometheus.yml with its rule files beside it and
 // scraping every service at its port; Grafana provisioned with that Prometheus and the dashboards
 // of deploy/grafana/dashboards; the collector running deploy/otel/collector.yaml, receiving OTLP
-// over HTTP (what the services send) and exporting to the profile's Jaeger. e2e/observability checks the rules
+// over HTTP (what the services send) and exporting to the profile's Jaeger; and the services given
+// OTEL_EXPORTER_OTLP_ENDPOINT empty by default (tracing off). e2e/observability checks the rules
 // and the dashboard against the metrics the services expose.
 func TestObservability(t *testing.T) {
 	p := loadProject(t, composeFile)
@@ -71,6 +72,20 @@ func TestObservability(t *testing.T) {
 			if !strings.HasPrefix(port, "127.0.0.1:") {
 				t.Errorf("%s: port %q is published beyond 127.0.0.1", name, port)
 			}
+		}
+	}
+
+	// The services: tracing off unless asked for.
+	raw, err := os.ReadFile(filepath.Join(root, composeFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(raw), "OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}\n"); n != len(services) {
+		t.Errorf("%d services are given OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}, want all %d", n, len(services))
+	}
+	for svc := range services {
+		if v, ok := p.Services[svc].Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]; !ok || v != "" {
+			t.Errorf("%s: OTEL_EXPORTER_OTLP_ENDPOINT = %q (given: %v), want given, empty by default", svc, v, ok)
 		}
 	}
 
