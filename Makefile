@@ -95,6 +95,7 @@ fuzz:
 compose-check:
 	docker-compose -f docker-compose.yml config -q
 	docker-compose -f docker-compose.yml --profile gateway config -q
+	docker-compose -f docker-compose.yml --profile observability config -q
 	docker-compose -f docker-compose.yml -f deploy/compose.cluster.yml config -q
 
 clean:

@@ -202,13 +202,35 @@ func isBindMount(source string) bool {
 	return strings.HasPrefix(source, ".") || strings.HasPrefix(source, "/")
 }
 
+// sdkPackages are the packages of events that read variables of their own wherever they decide
+// (events/tracing: the OpenTelemetry SDK's OTEL_*), rather than through a function a service
+// calls: a service whose code imports one, directly or through other packages of events, reads
+// every variable it names.
+var sdkPackages = []string{"events/tracing"}
+
 // envReads is what a module's non-test Go sources read from the environment: string literals
 // given to getenv, os.Getenv or os.LookupEnv, directly or through a local helper closure (such as
-// LoadConfig's set), plus what the functions of events/service that it calls read.
+// LoadConfig's set), plus what the functions of events/service that it calls read, plus what the
+// sdkPackages it links read.
 func envReads(t *testing.T, module string) map[string]bool {
 	t.Helper()
 	service := funcReads(t, "events/service")
 	reads := map[string]bool{}
+	linked := eventsImports(t, module)
+	for _, pkg := range sdkPackages {
+		if !linked[pkg] {
+			continue
+		}
+		for _, file := range goFiles(t, pkg) {
+			for _, d := range file.Decls {
+				if fd, ok := d.(*ast.FuncDecl); ok && fd.Body != nil {
+					for name := range literalReads(fd.Body) {
+						reads[name] = true
+					}
+				}
+			}
+		}
+	}
 	for _, file := range goFiles(t, module) {
 		importName := ""
 		for _, imp := range file.Imports {
@@ -245,6 +267,56 @@ func envReads(t *testing.T, module string) map[string]bool {
 		}
 	}
 	return reads
+}
+
+// eventsImports returns the packages of the events module (as folders: events/service) that the
+// non-test sources of module import, directly or through one another.
+func eventsImports(t *testing.T, module string) map[string]bool {
+	t.Helper()
+	const prefix = "github.com/authmesh/"
+	seen := map[string]bool{}
+	files := goFiles(t, module) // every package of the module
+	var queue []string
+	for {
+		for _, file := range files {
+			for _, imp := range file.Imports {
+				p, ok := strings.CutPrefix(strings.Trim(imp.Path.Value, `"`), prefix)
+				if !ok || (p != "events" && !strings.HasPrefix(p, "events/")) || seen[p] {
+					continue
+				}
+				seen[p] = true
+				queue = append(queue, p)
+			}
+		}
+		if len(queue) == 0 {
+			return seen
+		}
+		files, queue = packageFiles(t, queue[0]), queue[1:]
+	}
+}
+
+// packageFiles parses the non-test Go files of the one package in dir (relative to root), not of
+// the packages below it.
+func packageFiles(t *testing.T, dir string) []*ast.File {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(root, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(root, dir, name), nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	return files
 }
 
 // funcReads maps each function of the package in dir to the variables it reads, counting the

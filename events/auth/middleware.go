@@ -57,7 +57,8 @@ type options struct {
 // by default); 0 verifies every token afresh.
 func WithTokenCache(size int) Option { return func(o *options) { o.cacheSize = size } }
 
-// WithMetrics registers the authenticator's metrics (token cache lookups by result) with reg.
+// WithMetrics registers the authenticator's metrics (token cache lookups by result, decisions by
+// outcome) with reg.
 func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.metrics = reg } }
 
 // New returns an authenticator. A nil log discards.
@@ -87,6 +88,7 @@ const retryAfter = time.Second
 func (a *Authenticator) Require(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p := a.authenticate(r)
+		a.m.decided(p)
 		if p != nil {
 			p.Write(w)
 			return

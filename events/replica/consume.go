@@ -381,9 +381,11 @@ func (r *Replica) commit(ctx context.Context, db *applyConn, items []item) error
 		return err
 	}
 	var applied int
-	for _, c := range changed {
+	now := time.Now()
+	for i, c := range changed {
 		if c {
 			applied++
+			r.m.observeLag(items[i].event.OccurredAt, now)
 		}
 	}
 	r.m.batchSeconds.Observe(time.Since(start).Seconds())

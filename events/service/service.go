@@ -140,7 +140,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Base, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		NewBuildInfoCollector(cfg.Name))
 	return &Base{Config: cfg, Log: log, Pool: pool, NC: nc, JS: js, Metrics: reg}, nil
 }
 
