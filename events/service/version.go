@@ -9,7 +9,8 @@ import (
 // WriteVersion prints what the running binary was built from, for a service's version command:
 // the service's name and its module's version, the module, the Go version, the platform, and the
 // VCS revision, commit time and whether the tree had uncommitted changes, as the build stamped
-// them (runtime/debug.ReadBuildInfo). go build stamps the VCS information when it builds from a
+// them (runtime/debug.ReadBuildInfo), or the Version and Revision the linker set, which
+// <service>_build_info reports alike. go build stamps the VCS information when it builds from a
 // checkout with git at hand (not with -buildvcs=false, nor in go test).
 func WriteVersion(w io.Writer, name string) error {
 	info, ok := debug.ReadBuildInfo()
@@ -27,6 +28,9 @@ func writeVersion(w io.Writer, name string, info *debug.BuildInfo) error {
 		set[s.Key] = s.Value
 	}
 	version := info.Main.Version
+	if Version != "" { // set by the linker, as <service>_build_info reports it too
+		version = Version
+	}
 	if version == "" {
 		version = "(devel)"
 	}
@@ -37,7 +41,9 @@ func writeVersion(w io.Writer, name string, info *debug.BuildInfo) error {
 	if set["GOOS"] != "" {
 		lines = append(lines, [2]string{"platform", set["GOOS"] + "/" + set["GOARCH"]})
 	}
-	if rev := set["vcs.revision"]; rev != "" {
+	if Revision != "" {
+		lines = append(lines, [2]string{"revision", Revision})
+	} else if rev := set["vcs.revision"]; rev != "" {
 		lines = append(lines, [2]string{"revision", rev + " (" + set["vcs"] + ")"})
 		if t := set["vcs.time"]; t != "" {
 			lines = append(lines, [2]string{"time", t})
