@@ -74,7 +74,7 @@ bench-smoke:
 # processes on private nats-server processes (one, or three clustered) and fresh databases, loads
 # it, injects its fault (SIGKILLs, outages, cut connections, duplicates, poison), quiesces, and
 # judges the history with e2e/reliability/checker; then docs/reliability.md's table is written from
-# the rows the checks saved, passed or failed (e2e/cmd/relreport). About 15 minutes; `make test`
+# the rows the checks saved, passed or failed (e2e/cmd/relreport). About 7 minutes; `make test`
 # runs the fast checks at smoke scale. The log of the run is kept in tmp/reliability.log.
 reliability:
 	rm -rf tmp/reliability && mkdir -p tmp/reliability
