@@ -1,18 +1,13 @@
 package server
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/authmesh/account/internal/token"
+	"github.com/authmesh/events/servicetest"
 )
 
 // TestOpenAPIServed: GET /openapi.json answers openapi.json of this directory, as JSON, an OpenAPI
@@ -26,26 +21,5 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 	mux := New(Config{Log: log, Keys: keys, Signer: &token.Signer{Keys: keys, Issuer: "account", TTL: time.Minute}})
 
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/openapi.json", nil))
-	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
-		t.Fatalf("GET /openapi.json: %d %q, want 200 application/json", rec.Code, rec.Header().Get("Content-Type"))
-	}
-	want, err := os.ReadFile("openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(rec.Body.Bytes(), want) {
-		t.Fatal("GET /openapi.json differs from openapi.json")
-	}
-	var doc struct {
-		OpenAPI string         `json:"openapi"`
-		Paths   map[string]any `json:"paths"`
-	}
-	if err := json.Unmarshal(want, &doc); err != nil {
-		t.Fatalf("openapi.json: %v", err)
-	}
-	if !strings.HasPrefix(doc.OpenAPI, "3.1.") || doc.Paths["/openapi.json"] == nil {
-		t.Errorf("openapi.json: openapi %q, want 3.1.x, documenting /openapi.json", doc.OpenAPI)
-	}
+	servicetest.CheckOpenAPIServed(t, mux, "openapi.json")
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	"github.com/authmesh/events/web"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,5 +23,5 @@ func addRoutes(mux *http.ServeMux, cfg Config, authn Authenticator, logins *prom
 
 	mux.Handle("GET /.well-known/jwks.json", handleJWKS(cfg.Keys))
 	mux.Handle("GET /.well-known/openid-configuration", handleOpenIDConfiguration(cfg.Signer.Issuer, cfg.PublicURL))
-	mux.Handle("GET /openapi.json", handleOpenAPI())
+	mux.Handle("GET /openapi.json", web.Document(openAPIDocument))
 }

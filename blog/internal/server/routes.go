@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/authmesh/blog/internal/postgres"
+	"github.com/authmesh/events/web"
 )
 
 // addRoutes is the whole API of the blog. Reads are public; writes need an active user, whose
@@ -16,5 +17,5 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, store *postgres.Store, auth
 	mux.Handle("GET /v1/posts/{id}", handleGetPost(log, store))
 	mux.Handle("PATCH /v1/posts/{id}", authn.Require(handleUpdatePost(log, store)))
 	mux.Handle("DELETE /v1/posts/{id}", authn.Require(handleDeletePost(log, store)))
-	mux.Handle("GET /openapi.json", handleOpenAPI())
+	mux.Handle("GET /openapi.json", web.Document(openAPIDocument))
 }

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/authmesh/events/web"
 	"github.com/authmesh/shop/internal/postgres"
 )
 
@@ -18,5 +19,5 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, store *postgres.Store, auth
 	mux.Handle("GET /v1/orders", authn.Require(handleListOrders(log, store)))
 	mux.Handle("GET /v1/orders/{id}", authn.Require(handleGetOrder(log, store)))
 
-	mux.Handle("GET /openapi.json", handleOpenAPI())
+	mux.Handle("GET /openapi.json", web.Document(openAPIDocument))
 }
