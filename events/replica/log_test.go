@@ -1,58 +1,23 @@
 package replica_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/authmesh/events"
 	"github.com/authmesh/events/authtest"
+	"github.com/authmesh/events/logging/logtest"
 	"github.com/authmesh/events/replica"
 )
-
-// lockedBuffer is a log that the replica's goroutines write while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON lines logged so far with message msg.
-func (b *lockedBuffer) lines(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	text := b.buf.String()
-	b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // The lines about an event name its user, its id and its stream sequence: those of an event
 // applied (at debug) and of one that cannot be.
 func TestLogLinesNameTheEvent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var log lockedBuffer
+	var log logtest.Buffer
 	r := newReplica(t, replica.Config{Pool: e.pool, JS: e.js,
-		Log: slog.New(slog.NewJSONHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Log: log.Logger()})
 
 	good := authtest.NewUser()
 	goodEvent := authtest.PublishUser(t, e.pub, events.UserCreated, good)
@@ -68,7 +33,7 @@ func TestLogLinesNameTheEvent(t *testing.T) {
 		t.Helper()
 		var found []map[string]any
 		eventually(t, fmt.Sprintf("a line %q", msg), func() bool {
-			found = log.lines(t, msg)
+			found = log.Lines(t, msg)
 			return len(found) > 0
 		})
 		for _, l := range found {
@@ -79,7 +44,7 @@ func TestLogLinesNameTheEvent(t *testing.T) {
 	}
 	check("event committed", good, goodEvent, 1)
 	check("event cannot be applied, dead-lettered", nul, nulEvent, 2)
-	batch := log.lines(t, "apply batch, applying its events one by one")
+	batch := log.Lines(t, "apply batch, applying its events one by one")
 	if len(batch) == 0 || batch[0]["first_stream_seq"] == nil || batch[0]["last_stream_seq"] != 2.0 {
 		t.Errorf("batch lines %v: want first_stream_seq and last_stream_seq 2", batch)
 	}
