@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authmesh/e2e/apitest"
+	"github.com/authmesh/e2e/stack"
 	"github.com/google/uuid"
 )
 
@@ -184,7 +185,7 @@ func TestGateway(t *testing.T) {
 			t.Fatalf("the login after 100 failures: %s (Retry-After %q), want account's 429 with Retry-After", last.Raw, last.Header.Get("Retry-After"))
 		}
 		if !throttledLogged(s.Log("account"), proxyAddr) {
-			t.Errorf("account's log has no \"logins throttled\" for address %s:\n%s", proxyAddr, tail(s.Log("account"), 20))
+			t.Errorf("account's log has no \"logins throttled\" for address %s:\n%s", proxyAddr, stack.Tail(s.Log("account"), 20))
 		}
 
 		// Another client, claiming to be the throttled one, is itself: its login is checked.

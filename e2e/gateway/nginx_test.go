@@ -41,9 +41,9 @@ const (
 
 // gateway is nginx running deploy/nginx/nginx.conf in front of a stack.
 type gateway struct {
-	URL    string          // base URL, such as http://127.0.0.1:41234
-	Limits map[string]rate // the limit of each location that has one, by path
-	log    *buffer         // nginx's stdout (the access log) and stderr (the error log)
+	URL    string           // base URL, such as http://127.0.0.1:41234
+	Limits map[string]rate  // the limit of each location that has one, by path
+	log    *stack.LogBuffer // nginx's stdout (the access log) and stderr (the error log)
 }
 
 // rate is a limit_req: rate requests per second per client, burst more at once.
@@ -59,7 +59,7 @@ func startGateway(t *testing.T, s *stack.Stack) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen, err := freeAddr()
+	listen, err := stack.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func startGateway(t *testing.T, s *stack.Stack) *gateway {
 		t.Fatal(err)
 	}
 
-	g := &gateway{URL: "http://" + listen, Limits: limits, log: &buffer{}}
+	g := &gateway{URL: "http://" + listen, Limits: limits, log: &stack.LogBuffer{}}
 	cmd := exec.Command(nginxBin, "-p", dir+"/", "-c", path, "-e", "stderr", "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = g.log, g.log
 	// Its own process group, so that its workers can be killed with it; and SIGTERM if this test
@@ -101,7 +101,7 @@ func startGateway(t *testing.T, s *stack.Stack) *gateway {
 	t.Cleanup(func() {
 		stopNginx(t, cmd, done)
 		if t.Failed() {
-			t.Logf("--- nginx log (last 40 lines)\n%s", tail(g.log.String(), 40))
+			t.Logf("--- nginx log (last 40 lines)\n%s", stack.Tail(g.log.String(), 40))
 		}
 	})
 	if err := g.waitReady(done); err != nil {
@@ -128,9 +128,9 @@ func (g *gateway) waitReady(done chan error) error {
 		select {
 		case err := <-done:
 			done <- err // for stopNginx
-			return fmt.Errorf("nginx exited while starting (%v):\n%s", err, tail(g.log.String(), 30))
+			return fmt.Errorf("nginx exited while starting (%v):\n%s", err, stack.Tail(g.log.String(), 30))
 		case <-ctx.Done():
-			return fmt.Errorf("nginx not ready within %s:\n%s", nginxReadyTimeout, tail(g.log.String(), 30))
+			return fmt.Errorf("nginx not ready within %s:\n%s", nginxReadyTimeout, stack.Tail(g.log.String(), 30))
 		case <-tick.C:
 		}
 	}
@@ -318,40 +318,4 @@ func (c *client) burst(t *testing.T, n int, request func(i int) (method, path st
 // services'.
 func fromGateway(r apitest.Response) bool {
 	return strings.HasPrefix(r.Str("detail"), "the gateway ")
-}
-
-// buffer is a log that nginx writes to while tests read it.
-type buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/authmesh/e2e/apitest"
 	"github.com/authmesh/e2e/reliability/checker"
 	"github.com/authmesh/e2e/reliability/rig"
+	"github.com/authmesh/e2e/stack"
 	"github.com/authmesh/events/pgtest"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -71,7 +72,7 @@ func TestAccountRestoredFromOlderBackup(t *testing.T) {
 	}
 	_ = sys.Stop("account") // collect the exited process
 	if !strings.Contains(sys.Log("account"), "refusing to start: the database is behind the stream USERS") {
-		t.Errorf("account's log does not say why it refused to start:\n%s", tailOf(sys.Log("account"), 5))
+		t.Errorf("account's log does not say why it refused to start:\n%s", stack.Tail(sys.Log("account"), 5))
 	}
 	out, code := command(t, sys, "account", "outbox", "status")
 	ahead := regexp.MustCompile(`stream: ahead of the database: (\d+) users \((\d+) unknown to it\); run account outbox reconcile`).FindStringSubmatch(out)
@@ -213,9 +214,4 @@ func dbName(t *testing.T, raw string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimPrefix(u.Path, "/")
-}
-
-func tailOf(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

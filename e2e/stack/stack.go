@@ -93,7 +93,7 @@ type Stack struct {
 
 	mu    sync.Mutex
 	procs map[string]*process
-	logs  map[string]*buffer
+	logs  map[string]*LogBuffer
 }
 
 // process is one running service and the channel its exit status arrives on.
@@ -123,7 +123,7 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		AdminPassword: opts.AdminPassword,
 		bin:           opts.BinDir,
 		procs:         map[string]*process{},
-		logs:          map[string]*buffer{},
+		logs:          map[string]*LogBuffer{},
 		binary:        map[string]string{},
 		pgURL:         opts.PostgresURL,
 	}
@@ -150,7 +150,7 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 		broker = s.NATS
 	}
 	for _, name := range Services {
-		addr, err := freeAddr()
+		addr, err := FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -172,7 +172,7 @@ func New(ctx context.Context, opts Options) (_ *Stack, err error) {
 				"SIGNING_KEY_SECRETS="+DevSigningKeySecret)
 		}
 		s.Env[name] = append(s.Env[name], opts.Env...)
-		s.logs[name] = &buffer{}
+		s.logs[name] = &LogBuffer{}
 		s.names = append(s.names, name)
 		s.binary[name] = name
 	}
@@ -313,9 +313,9 @@ func (s *Stack) waitReady(ctx context.Context, name string, p *process) error {
 		select {
 		case err := <-p.done:
 			p.done <- err // for Stop
-			return fmt.Errorf("%s exited while starting (%v); log tail:\n%s", name, err, tail(s.Log(name), 30))
+			return fmt.Errorf("%s exited while starting (%v); log tail:\n%s", name, err, Tail(s.Log(name), 30))
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready within %s; log tail:\n%s", name, readyTimeout, tail(s.Log(name), 30))
+			return fmt.Errorf("%s not ready within %s; log tail:\n%s", name, readyTimeout, Tail(s.Log(name), 30))
 		case <-tick.C:
 		}
 	}
@@ -372,7 +372,7 @@ func (s *Stack) AddInstance(name, service string) error {
 	if s.binary[name] != "" {
 		return fmt.Errorf("add instance %s: the name is taken", name)
 	}
-	addr, err := freeAddr()
+	addr, err := FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func (s *Stack) AddInstance(name, service string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.Env[name], s.URL[name], s.logs[name], s.binary[name] = env, "http://"+addr, &buffer{}, service
+	s.Env[name], s.URL[name], s.logs[name], s.binary[name] = env, "http://"+addr, &LogBuffer{}, service
 	s.names = append(s.names, name)
 	return nil
 }
@@ -419,31 +419,31 @@ func (s *Stack) Log(name string) string {
 func (s *Stack) Logs(n int) string {
 	var b strings.Builder
 	for _, name := range s.names {
-		fmt.Fprintf(&b, "--- %s log (last %d lines)\n%s\n", name, n, tail(s.Log(name), n))
+		fmt.Fprintf(&b, "--- %s log (last %d lines)\n%s\n", name, n, Tail(s.Log(name), n))
 	}
 	return b.String()
 }
 
-// buffer is a log that processes write to while tests read it.
-type buffer struct {
+// LogBuffer is a log that processes write to while tests read it.
+type LogBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *buffer) Write(p []byte) (int, error) {
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *buffer) String() string {
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
-// freeAddr returns a local address that was free a moment ago.
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback address that was free a moment ago.
+func FreeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("free port: %w", err)
@@ -452,7 +452,8 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func tail(s string, n int) string {
+// Tail returns the last n lines of s.
+func Tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

@@ -9,7 +9,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,7 +62,7 @@ type Node struct {
 	Port, HTTPPort, ClusterPort int
 
 	bin, dir string
-	log      *buffer
+	log      *stack.LogBuffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -84,7 +83,7 @@ func Start(ctx context.Context, bin, dir string, n int) (_ *Broker, err error) {
 	}()
 	var routes []string
 	for i := range n {
-		nd := &Node{Name: fmt.Sprintf("n%d", i+1), bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), log: &buffer{}}
+		nd := &Node{Name: fmt.Sprintf("n%d", i+1), bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), log: &stack.LogBuffer{}}
 		if nd.Port, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -210,9 +209,9 @@ func (nd *Node) poll(ctx context.Context, path string, timeout time.Duration) er
 		select {
 		case err := <-done:
 			done <- err
-			return fmt.Errorf("node %s exited (%v); log tail:\n%s", nd.Name, err, tail(nd.log.String(), 20))
+			return fmt.Errorf("node %s exited (%v); log tail:\n%s", nd.Name, err, stack.Tail(nd.log.String(), 20))
 		case <-ctx.Done():
-			return fmt.Errorf("node %s: %s not 200 within %s; log tail:\n%s", nd.Name, path, timeout, tail(nd.log.String(), 20))
+			return fmt.Errorf("node %s: %s not 200 within %s; log tail:\n%s", nd.Name, path, timeout, stack.Tail(nd.log.String(), 20))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -386,30 +385,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// buffer is a log that a process writes to while tests read it.
-type buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

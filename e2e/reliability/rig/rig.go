@@ -102,7 +102,7 @@ func New(t testing.TB, opts Options) *System {
 		b.Close()
 		if t.Failed() {
 			for _, nd := range b.Nodes {
-				t.Logf("--- NATS %s log (tail)\n%s", nd.Name, tailLines(nd.Log(), 15))
+				t.Logf("--- NATS %s log (tail)\n%s", nd.Name, stack.Tail(nd.Log(), 15))
 			}
 		}
 	})
@@ -442,14 +442,6 @@ func joinLines(ss []string) string {
 		b.WriteString("  " + s + "\n")
 	}
 	return b.String()
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // ErrTimeout is returned by Within when the condition did not hold in time.
