@@ -37,5 +37,6 @@ func Lookup(ctx context.Context, q querier, id uuid.UUID) (u events.User, found,
 // Result labels of replica_lookups_total.
 const (
 	ResultCaughtUp = resultCaughtUp
+	ResultHit      = resultHit
 	ResultLagging  = resultLagging
 )
