@@ -2,9 +2,10 @@ package main
 
 import (
 	"io"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/authmesh/events/servicetest"
 )
 
 // TestVersion: "account version" prints the module and the Go version the binary was built with, and
@@ -16,15 +17,7 @@ func TestVersion(t *testing.T) {
 	if err := run(t.Context(), []string{"version"}, getenv, &stdout, &stderr); err != nil {
 		t.Fatalf("run(version) = %v, stderr %q; want nil", err, stderr.String())
 	}
-	out := stdout.String()
-	for _, want := range []string{"account ", "module    github.com/authmesh/account\n", "go        " + runtime.Version() + "\n", "revision  "} {
-		if !strings.Contains(out, want) {
-			t.Errorf("run(version) printed %q, want %q in it", out, want)
-		}
-	}
-	if !strings.HasPrefix(out, "account ") {
-		t.Errorf("run(version) printed %q, want it to start with the name", out)
-	}
+	servicetest.CheckVersion(t, "account", stdout.String())
 	var help strings.Builder
 	if err := run(t.Context(), []string{"--help"}, getenv, &help, io.Discard); err != nil || !strings.Contains(help.String(), "\n  version ") {
 		t.Errorf("the usage does not list version: %q", help.String())
