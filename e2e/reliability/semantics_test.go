@@ -860,14 +860,8 @@ func streamInfo(t *testing.T, ctx context.Context, js jetstream.JetStream) jetst
 // outboxDrained waits until account's relay has published every event of its outbox.
 func outboxDrained(t *testing.T, sys *rig.System) {
 	t.Helper()
-	var pending int
-	err := rig.Within(time.Minute, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return sys.Pool("account").QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&pending) == nil && pending == 0
-	})
-	if err != nil {
-		t.Fatalf("account's outbox still holds %d unpublished events: %v", pending, err)
+	if err := rig.Within(time.Minute, func() bool { return outboxPending(t, sys) == 0 }); err != nil {
+		t.Fatalf("account's outbox still holds %d unpublished events: %v", outboxPending(t, sys), err)
 	}
 }
 
